@@ -1,0 +1,111 @@
+"""torchattacks adapter: the attack surface *is* a torchattacks model.
+
+    surface = to_torchattacks(fusion, "ir")          # nn.Module: ir tensor -> logits
+    atk = torchattacks.PGD(surface, eps=8/255)
+    result = run_attack(atk, batch, labels)          # or: with surface.bound(batch) as x: atk(x, labels)
+
+torchattacks clamps every input to [0, 1] and takes one scalar eps, so attacked modalities must be
+declared with ``valid_range=(0, 1)``; normalisation belongs inside the model (``FusionModel(normalize=)``),
+not in ``Attack.set_normalization_used``. Segmentation logits ``(N, C, H, W)`` with labels ``(N, H, W)``
+work unchanged with FGSM, PGD, PGDL2, BIM, MIFGSM (their cross-entropy is per pixel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torchattacks.attack import Attack
+
+from mmfusion_attacks.errors import UnsupportedAttackError
+from mmfusion_attacks.fusion import FusionModel
+from mmfusion_attacks.modality import normalize_norm
+from mmfusion_attacks.runner import AttackDriver, Budget, register_driver
+from mmfusion_attacks.surface import AttackSurface
+
+__all__ = ["to_torchattacks", "TorchattacksDriver", "ROW_ALIGNED", "SEGMENTATION_SUPPORTED"]
+
+#: Attacks that only ever query their whole input batch, in order: safe to run batched.
+#: Anything else (APGD, APGDT, FAB, Square, DeepFool, AutoAttack, OnePixel, Pixle, SparseFool, JSMA,
+#: MultiAttack...) re-batches or takes subsets and runs one sample at a time.
+ROW_ALIGNED = frozenset(
+    {
+        "FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "CW", "TPGD", "RFGSM", "FFGSM", "EOTPGD", "VMIFGSM",
+        "VNIFGSM", "NIFGSM", "SINIFGSM", "DIFGSM", "TIFGSM", "Jitter", "UPGD", "GN", "VANILA",
+    }
+)  # fmt: skip
+
+#: Attacks that accept segmentation labels ``(N, H, W)`` (checked in tests/adapters).
+SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "TPGD", "RFGSM", "EOTPGD", "UPGD"})
+
+
+def _check_unit_range(surface: AttackSurface) -> None:
+    for name in surface.attacked:
+        rng = surface.fusion.modalities[name].valid_range
+        if rng != (0.0, 1.0):
+            raise UnsupportedAttackError(
+                f"modality '{name}' has valid range {rng}, but torchattacks clamps inputs to [0, 1]: declare "
+                "the modality in [0, 1] and move scaling / mean-std into FusionModel(normalize=...), or use ART"
+            )
+
+
+def to_torchattacks(fusion: FusionModel, attacked: str | Sequence[str]) -> AttackSurface:
+    """One line from a :class:`FusionModel` to a module torchattacks can attack (only ``attacked`` moves)."""
+    surface = AttackSurface(fusion, attacked)
+    _check_unit_range(surface)
+    return surface
+
+
+class TorchattacksDriver(AttackDriver):
+    toolkit = "torchattacks"
+
+    def accepts(self, attack: Any) -> bool:
+        return isinstance(attack, Attack)
+
+    def surface(self, attack: Attack) -> AttackSurface:
+        surface = attack.model
+        if not isinstance(surface, AttackSurface):
+            raise UnsupportedAttackError(
+                f"torchattacks.{type(attack).__name__} was built on {type(surface).__name__}; build it on "
+                "to_torchattacks(fusion, attacked) so only the attacked modalities are exposed"
+            )
+        _check_unit_range(surface)
+        if getattr(attack, "_normalization_applied", False) or getattr(attack, "normalization_used", None):
+            raise UnsupportedAttackError(
+                "set_normalization_used() changes torchattacks' input contract; put mean/std inside the model "
+                "with FusionModel(normalize=...) instead"
+            )
+        if surface.fusion.task == "segmentation" and type(attack).__name__ not in SEGMENTATION_SUPPORTED:
+            raise UnsupportedAttackError(
+                f"torchattacks.{type(attack).__name__} does not support segmentation labels (N, H, W); "
+                f"supported: {sorted(SEGMENTATION_SUPPORTED)}"
+            )
+        if surface.fusion.task == "segmentation" and attack.targeted and attack.attack_mode != "targeted(label)":
+            raise UnsupportedAttackError(
+                f"torchattacks {attack.attack_mode} mode picks one target per image and fails on (N, H, W) "
+                "labels; use set_mode_targeted_by_label() with per-pixel targets"
+            )
+        return surface
+
+    def batching(self, attack: Attack) -> Literal["batch", "sample"]:
+        declared = getattr(attack, "row_aligned", None)
+        if declared is not None:
+            return "batch" if declared else "sample"
+        return "batch" if type(attack).__name__ in ROW_ALIGNED else "sample"
+
+    def generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return attack(x, y)
+
+    def budget(self, attack: Attack, surface: AttackSurface) -> Budget | None:
+        eps = getattr(attack, "eps", None)
+        if not isinstance(eps, (int, float)):
+            return None
+        norm = getattr(attack, "norm", "2" if type(attack).__name__.endswith("L2") else "inf")
+        return Budget(normalize_norm(norm), float(eps))
+
+    def targeted(self, attack: Attack) -> bool:
+        return bool(attack.targeted) and attack.attack_mode == "targeted(label)"
+
+
+register_driver(TorchattacksDriver())

@@ -1,0 +1,69 @@
+"""Specific exception types: every message names the modality (or label/attack) and the problem."""
+
+from __future__ import annotations
+
+__all__ = [
+    "MMFusionError",
+    "InputError",
+    "UnknownModalityError",
+    "MissingModalityError",
+    "ShapeMismatchError",
+    "NonFiniteInputError",
+    "ValueRangeError",
+    "LabelError",
+    "EmptySubsetError",
+    "RowAlignmentError",
+    "UnsupportedAttackError",
+    "InvariantViolationError",
+]
+
+
+class MMFusionError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InputError(MMFusionError, ValueError):
+    """An input batch does not match the declared modalities."""
+
+
+class UnknownModalityError(InputError, KeyError):
+    """A name that is not one of the model's modalities (or not a registered preset)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MissingModalityError(InputError):
+    """A declared modality is absent from the batch."""
+
+
+class ShapeMismatchError(InputError):
+    """Wrong rank, channel count, per-sample shape, dtype, or batch size."""
+
+
+class NonFiniteInputError(InputError):
+    """NaN or infinity in a modality."""
+
+
+class ValueRangeError(InputError):
+    """Values outside a modality's declared valid range."""
+
+
+class LabelError(InputError):
+    """Labels of the wrong shape or dtype for the task, or outside [0, num_classes)."""
+
+
+class EmptySubsetError(InputError):
+    """An attack was asked to target no modality at all."""
+
+
+class RowAlignmentError(MMFusionError, RuntimeError):
+    """A toolkit queried the attack surface with rows that cannot be paired with their frozen context."""
+
+
+class UnsupportedAttackError(MMFusionError, TypeError):
+    """An attack (or attack configuration) this package cannot run correctly on the given surface."""
+
+
+class InvariantViolationError(MMFusionError, RuntimeError):
+    """A toolkit returned an adversarial outside its budget or the valid range (beyond float tolerance)."""

@@ -1,0 +1,258 @@
+"""FusionModel: any multi-input ``nn.Module`` seen through named modalities.
+
+It knows how the wrapped network wants its inputs (keyword arguments, positional arguments, or one
+tensor packed along channels as in the public MFNet / RTFNet code), applies per-modality
+normalisation *inside* the model (so attack tensors stay in each modality's valid range), unwraps
+outputs (dicts, tuples, Hugging Face ``ModelOutput``) to logits, and validates batches and labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .errors import (
+    LabelError,
+    MissingModalityError,
+    ShapeMismatchError,
+    UnknownModalityError,
+)
+from .modality import Modality, resolve_modality
+
+__all__ = ["FusionModel", "unwrap_logits", "Task", "InputStyle"]
+
+Task = Literal["classification", "segmentation"]
+InputStyle = Literal["named", "positional", "packed"]
+Batch = Mapping[str, Any]
+
+
+def unwrap_logits(output: Any, key: str | None = None) -> torch.Tensor:
+    """Logits from whatever a model returns: a tensor, a dict / ``ModelOutput``, or a tuple / list."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):  # dicts and transformers.ModelOutput (an OrderedDict)
+        for k in ([key] if key else []) + ["logits", "out", "logits_per_image", "output", "pred"]:
+            if k in output and isinstance(output[k], torch.Tensor):
+                return output[k]
+        raise TypeError(
+            f"model returned a mapping with keys {list(output)}; pass output_key= to say which holds the logits"
+        )
+    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
+        return output.logits
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+class FusionModel(nn.Module):
+    """A multi-input model with named modalities, for classification or segmentation.
+
+    Args:
+        model: the network.
+        modalities: its inputs, as :class:`Modality` objects or registered preset names, in the
+            order used by ``"positional"`` and ``"packed"`` input styles.
+        task: ``"classification"`` (logits ``(N, C)``) or ``"segmentation"`` (logits ``(N, C, H, W)``).
+        num_classes: checked against the logits; inferred from them when omitted.
+        input_style: ``"named"`` calls ``model(**{arg: tensor})``, ``"positional"`` calls
+            ``model(*tensors)``, ``"packed"`` calls ``model(torch.cat(tensors, dim=1))``; or a callable
+            ``(model, inputs_dict) -> output`` for anything else (tokenisers, extra arguments).
+        arg_names: keyword name per modality for ``"named"`` (default: the modality name).
+        normalize: ``{name: (mean, std)}`` applied inside ``forward`` (per channel or scalar).
+        output_key: which entry of a dict output holds the logits.
+        ignore_index: a segmentation label value that marks pixels to ignore (e.g. 255).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        modalities: Sequence[Modality | str],
+        *,
+        task: Task = "classification",
+        num_classes: int | None = None,
+        input_style: InputStyle | Callable[[nn.Module, dict[str, Any]], Any] = "named",
+        arg_names: Mapping[str, str] | None = None,
+        normalize: Mapping[str, tuple[Any, Any]] | None = None,
+        output_key: str | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if task not in ("classification", "segmentation"):
+            raise ValueError(f"task must be 'classification' or 'segmentation', got {task!r}")
+        if not callable(input_style) and input_style not in ("named", "positional", "packed"):
+            raise ValueError(f"input_style must be 'named', 'positional', 'packed' or a callable, got {input_style!r}")
+        mods = [resolve_modality(m) for m in modalities]
+        if not mods:
+            raise ValueError("a FusionModel needs at least one modality")
+        names = [m.name for m in mods]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate modality names: {names}")
+        if input_style == "packed" and any(m.kind != "image" for m in mods):
+            raise ValueError("input_style='packed' concatenates image channels; all modalities must be images")
+        self.model = model
+        self.modalities: dict[str, Modality] = {m.name: m for m in mods}
+        self.task: Task = task
+        self.num_classes = num_classes
+        self.input_style = input_style
+        self.arg_names = {n: (arg_names or {}).get(n, n) for n in names}
+        for n in arg_names or {}:
+            self._check_known(n)
+        self.output_key = output_key
+        self.ignore_index = ignore_index
+        self._norm_names: list[str] = []
+        for name, (mean, std) in (normalize or {}).items():
+            mod = self._check_known(name)
+            if not mod.is_tensor:
+                raise ValueError(f"modality '{name}': normalize applies to tensor modalities only")
+            mean_t, std_t = self._stat(mod, mean), self._stat(mod, std)
+            if bool((std_t == 0).any()):
+                raise ValueError(f"modality '{name}': normalisation std must be non-zero")
+            self.register_buffer(f"_mean_{name}", mean_t, persistent=False)
+            self.register_buffer(f"_std_{name}", std_t, persistent=False)
+            self._norm_names.append(name)
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _stat(mod: Modality, value: Any) -> torch.Tensor:
+        t = torch.as_tensor(value, dtype=torch.float32).flatten()
+        if mod.kind == "image" and t.numel() > 1:
+            return t.view(1, -1, 1, 1)
+        return t.view(()) if t.numel() == 1 else t
+
+    def _check_known(self, name: str) -> Modality:
+        if name not in self.modalities:
+            raise UnknownModalityError(
+                f"unknown modality '{name}'; this model's modalities are {list(self.modalities)}"
+            )
+        return self.modalities[name]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.modalities)
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def modality(self, name: str) -> Modality:
+        return self._check_known(name)
+
+    # ------------------------------------------------------------------ validation
+    def validate_inputs(self, inputs: Batch, *, check_range: bool = True) -> int:
+        """Check a batch against the declared modalities; return the batch size.
+
+        Raises a specific :class:`~mmfusion_attacks.errors.InputError` naming the modality on unknown
+        or missing names, batch sizes that differ, wrong shapes or channels, NaN/inf, or out-of-range values.
+        """
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping of modality name -> data, got {type(inputs).__name__}")
+        for name in inputs:
+            self._check_known(name)
+        missing = [n for n in self.modalities if n not in inputs]
+        if missing:
+            raise MissingModalityError(
+                f"missing modality '{missing[0]}' (model expects {self.names}, batch has {list(inputs)})"
+            )
+        sizes = {}
+        for name, mod in self.modalities.items():
+            sizes[name] = mod.validate(inputs[name], check_range=check_range)
+        if len(set(sizes.values())) > 1:
+            raise ShapeMismatchError(f"batch sizes differ between modalities: {sizes}")
+        images = {n: tuple(inputs[n].shape[2:]) for n, m in self.modalities.items() if m.kind == "image"}
+        if self.input_style == "packed" and len(set(images.values())) > 1:
+            raise ShapeMismatchError(f"packed input needs equal spatial sizes, got {images}")
+        return next(iter(sizes.values()))
+
+    def validate_labels(self, labels: torch.Tensor, logits: torch.Tensor, *, what: str = "labels") -> None:
+        """Check labels against the task and the logits: shape, integer dtype, values in [0, C)."""
+        if not isinstance(labels, torch.Tensor):
+            raise LabelError(f"{what} must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+            raise LabelError(f"{what} must be integer class ids, got dtype {labels.dtype}")
+        n, c = logits.shape[0], logits.shape[1]
+        if self.task == "classification":
+            want = (n,)
+        else:
+            want = (n, *logits.shape[2:])
+        if tuple(labels.shape) != want:
+            kind = "(N,)" if self.task == "classification" else "(N, H, W) matching the logits"
+            raise LabelError(
+                f"{what} for {self.task} must have shape {kind} = {want}, got {tuple(labels.shape)}"
+            )
+        valid = (labels >= 0) & (labels < c)
+        if self.ignore_index is not None:
+            valid |= labels == self.ignore_index
+        if not bool(valid.all()):
+            bad = labels[~valid]
+            raise LabelError(
+                f"{what} outside [0, {c}): found {sorted(set(bad.unique().tolist()))[:5]} "
+                f"({int(bad.numel())} value(s))"
+            )
+
+    def check_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        want = 2 if self.task == "classification" else 4
+        if logits.ndim != want:
+            shape = "(N, C)" if want == 2 else "(N, C, H, W)"
+            raise ShapeMismatchError(
+                f"{self.task} model must return logits of shape {shape}, got {tuple(logits.shape)}"
+            )
+        if self.num_classes is not None and logits.shape[1] != self.num_classes:
+            raise ShapeMismatchError(
+                f"model returned {logits.shape[1]} classes, FusionModel declares num_classes={self.num_classes}"
+            )
+        return logits
+
+    # ------------------------------------------------------------------ forward
+    def _prepared(self, inputs: Batch) -> dict[str, Any]:
+        out = dict(inputs)
+        for name in self._norm_names:
+            mean, std = getattr(self, f"_mean_{name}"), getattr(self, f"_std_{name}")
+            out[name] = (out[name] - mean) / std
+        return out
+
+    def call_model(self, inputs: Batch) -> Any:
+        """Call the wrapped network in its own convention; return its raw output."""
+        prepared = self._prepared(inputs)
+        if callable(self.input_style):
+            return self.input_style(self.model, prepared)
+        ordered = [prepared[n] for n in self.modalities]
+        if self.input_style == "packed":
+            return self.model(torch.cat(ordered, dim=1))
+        if self.input_style == "positional":
+            return self.model(*ordered)
+        return self.model(**{self.arg_names[n]: prepared[n] for n in self.modalities})
+
+    def forward(self, inputs: Batch | None = None, **named: Any) -> torch.Tensor:
+        """Logits for a batch given as a mapping or as keyword arguments (no validation: hot path)."""
+        batch = dict(inputs or {}, **named)
+        logits = unwrap_logits(self.call_model(batch), self.output_key)
+        return self.check_logits(logits)
+
+    @torch.no_grad()
+    def predict(self, inputs: Batch) -> torch.Tensor:
+        """Class ids (``(N,)`` or ``(N, H, W)``) in eval mode; the model's mode is restored."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self(inputs).argmax(1)
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ conveniences
+    def surface(self, attacked: str | Sequence[str]):
+        """The attack surface for ``attacked``: an ``nn.Module`` whose input is only those modalities."""
+        from .surface import AttackSurface
+
+        return AttackSurface(self, attacked)
+
+    def extra_repr(self) -> str:
+        style = self.input_style if isinstance(self.input_style, str) else "custom"
+        return f"task={self.task}, modalities={self.names}, input_style={style}"
