@@ -95,6 +95,12 @@ class TorchattacksDriver(AttackDriver):
         return "batch" if type(attack).__name__ in ROW_ALIGNED else "sample"
 
     def generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        ignore = attack.model.fusion.ignore_index
+        if ignore is not None and y is not None and bool((y == ignore).any()):
+            raise UnsupportedAttackError(
+                f"labels contain ignore_index={ignore}, but torchattacks' cross-entropy has no ignore_index; "
+                "use the ART adapter (its segmentation estimator honours ignore_index)"
+            )
         return attack(x, y)
 
     def budget(self, attack: Attack, surface: AttackSurface) -> Budget | None:

@@ -174,7 +174,7 @@ class AttackSurface(nn.Module):
                 raise UnknownModalityError(f"no value given for attacked modality '{name}'")
             parts.append(torch.full((size,), float(values[name])))
         flat = torch.cat(parts)
-        return flat.view(-1, *([1] * (len(p.sample_shape) - 1)))
+        return flat.view(-1, 1, 1) if p.layout == "channels" else flat
 
     def bounds(self) -> tuple[torch.Tensor | float, torch.Tensor | float] | None:
         """Valid range of the packed tensor: floats when all attacked modalities agree, else per-element."""

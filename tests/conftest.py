@@ -72,3 +72,23 @@ def cls_labels() -> torch.Tensor:
 @pytest.fixture
 def seg_labels() -> torch.Tensor:
     return torch.randint(0, CLASSES, (N, SIZE, SIZE), generator=torch.Generator().manual_seed(1))
+
+
+def rule_labels(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-pixel class that needs both sensors: 2 * (thermal hot) + (red channel bright)."""
+    return (2 * (batch["ir"][:, 0] > 0.5) + (batch["rgb"][:, 0] > 0.5)).long()
+
+
+@pytest.fixture(scope="session")
+def trained_segmenter() -> FusionModel:
+    """A tiny packed segmenter trained for a second on the rule above, so attacks have a real effect."""
+    torch.manual_seed(0)
+    net = TinyPackedSegmenter()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for step in range(150):
+        b = make_batch(n=16, seed=100 + step)
+        loss = nn.functional.cross_entropy(net(torch.cat([b["rgb"], b["ir"]], 1))["out"], rule_labels(b))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return FusionModel(net.eval(), ["rgb", "ir"], task="segmentation", input_style="packed", num_classes=CLASSES)
