@@ -37,7 +37,7 @@ ROW_ALIGNED = frozenset(
 )  # fmt: skip
 
 #: Attacks that accept segmentation labels ``(N, H, W)`` (checked in tests/adapters).
-SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "TPGD", "RFGSM", "EOTPGD", "UPGD"})
+SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM"})
 
 
 def _check_unit_range(surface: AttackSurface) -> None:
@@ -100,6 +100,11 @@ class TorchattacksDriver(AttackDriver):
             raise UnsupportedAttackError(
                 f"labels contain ignore_index={ignore}, but torchattacks' cross-entropy has no ignore_index; "
                 "use the ART adapter (its segmentation estimator honours ignore_index)"
+            )
+        if type(attack).__name__ == "TIFGSM" and (x.ndim != 4 or x.shape[1] != 3):
+            raise UnsupportedAttackError(
+                f"torchattacks.TIFGSM builds its smoothing kernel for 3 channels; the attacked tensor of "
+                f"{list(attack.model.attacked)} has shape {tuple(x.shape[1:])}"
             )
         return attack(x, y)
 

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 
 from .errors import InvariantViolationError, UnsupportedAttackError
+from .metrics import perturbation_norms
 from .surface import AttackSurface, frozen_model_state
 
 __all__ = [
@@ -226,7 +227,7 @@ def run_attack(
     mode = driver.batching(attack) if batching == "auto" else batching
     name = f"{driver.toolkit}.{type(attack).__name__}"
 
-    with frozen_model_state(fusion):
+    with frozen_model_state(surface):  # the surface too: toolkits read its .training flag
         with torch.no_grad():
             clean_logits = fusion(work)
         clean_pred = clean_logits.argmax(1)
@@ -248,6 +249,7 @@ def run_attack(
                 chunk = {k: v[idx] for k, v in work.items()}
                 x = surface.bind(chunk, validate=False)
                 out = driver.generate(attack, x.clone(), goal[idx])
+                surface.eval()  # toolkits may restore a mode they read; keep evaluating in eval mode
                 out = torch.as_tensor(out).detach().to(device=device, dtype=x.dtype)
                 if out.shape != x.shape:
                     raise InvariantViolationError(f"{name} returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
@@ -267,8 +269,7 @@ def run_attack(
     for key, value in inputs.items():
         if key in attacked:
             adv = attacked[key].detach().to(value.device).contiguous()
-            delta = (adv - value.detach()).flatten(1)
-            norms[key] = {"linf": delta.abs().amax(1), "l2": delta.norm(dim=1)}
+            norms[key] = perturbation_norms(value.detach(), adv)
             result_inputs[key] = adv
         else:
             result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)

@@ -218,7 +218,7 @@ class AttackSurface(nn.Module):
         Inside, the model is in eval mode with parameter gradients off; every module's mode and every
         parameter's ``requires_grad`` are restored on exit.
         """
-        with frozen_model_state(self.fusion):
+        with frozen_model_state(self):
             x = self.bind(inputs)
             try:
                 yield x

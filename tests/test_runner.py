@@ -6,6 +6,8 @@ import torch
 import torchattacks
 from art.attacks import evasion as ae
 from conftest import CLASSES, TinyFusionClassifier, TinyPackedSegmenter, make_batch, rule_labels
+from mmfusion_attacks.adapters.art import eps_array, to_art
+from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 from torchattacks.attack import Attack
 
 from mmfusion_attacks import (
@@ -18,8 +20,6 @@ from mmfusion_attacks import (
     UnsupportedAttackError,
     run_attack,
 )
-from mmfusion_attacks.adapters.art import eps_array, to_art
-from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
 
 def interior_batch(seed=0):
@@ -92,11 +92,11 @@ def test_torchattacks_segmentation_targeted_by_label(trained_segmenter):
     batch = make_batch()
     seg_labels = rule_labels(batch)
     targets = torch.full_like(seg_labels, 2)
-    atk = torchattacks.PGD(to_torchattacks(trained_segmenter, ["rgb", "ir"]), eps=16 / 255, alpha=4 / 255, steps=10)
+    atk = torchattacks.PGD(to_torchattacks(trained_segmenter, ["rgb", "ir"]), eps=0.3, alpha=0.05, steps=20)
     atk.set_mode_targeted_by_label(quiet=True)
     result = run_attack(atk, batch, seg_labels, targets=targets)
     clean_on_target = (result.clean_pred == 2).float().mean()
-    assert float(result.score.mean()) > float(clean_on_target)
+    assert float(result.score.mean()) > float(clean_on_target) + 0.2
     assert result.targets is not None and torch.equal(result.score, (result.adv_pred == 2).flatten(1).float().mean(1))
 
 
@@ -104,9 +104,9 @@ def test_art_segmentation_targeted_fgsm(trained_segmenter):
     batch = make_batch()
     seg_labels = rule_labels(batch)
     targets = torch.full_like(seg_labels, 1)
-    attack = ae.FastGradientMethod(to_art(trained_segmenter, ["rgb", "ir"]), eps=32 / 255, targeted=True)
+    attack = ae.FastGradientMethod(to_art(trained_segmenter, ["rgb", "ir"]), eps=0.3, targeted=True)
     result = run_attack(attack, batch, seg_labels, targets=targets)
-    assert float(result.score.mean()) > float((result.clean_pred == 1).float().mean())
+    assert float(result.score.mean()) > float((result.clean_pred == 1).float().mean()) + 0.2
 
 
 def test_targeted_attack_without_targets_is_refused(classifier, cls_labels):
@@ -210,3 +210,20 @@ def test_segmentation_norms_and_scores(segmenter, seg_labels):
     valid = labels != 255
     wrong = ((result.adv_pred != labels) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1)
     assert torch.allclose(result.score, wrong)
+
+
+@pytest.mark.parametrize("toolkit", ["torchattacks", "art"])
+def test_attack_and_prediction_run_in_eval_mode(toolkit, classifier, cls_labels):
+    """Regression: torchattacks restored the *surface's* training flag and left batch-norm in train
+    mode for later chunks and for the adversarial prediction."""
+    classifier.train()
+    batch = make_batch(n=5)
+    labels = torch.arange(5) % CLASSES
+    if toolkit == "torchattacks":
+        attack = torchattacks.APGD(to_torchattacks(classifier, "ir"), eps=8 / 255, steps=2)  # one sample at a time
+    else:
+        attack = ae.FastGradientMethod(to_art(classifier, "ir"), eps=8 / 255, batch_size=2)
+    result = run_attack(attack, batch, labels)
+    assert classifier.training  # restored afterwards
+    assert torch.equal(result.adv_pred, classifier.predict(result.inputs))
+    assert torch.equal(result.clean_pred, classifier.predict(batch))

@@ -12,10 +12,10 @@ import torch
 import torchattacks
 from art.attacks import evasion as ae
 from helpers import assert_contract, mixed_state, snapshot
-
-from mmfusion_attacks import run_attack
 from mmfusion_attacks.adapters.art import to_art
 from mmfusion_attacks.adapters.torchattacks import to_torchattacks
+
+from mmfusion_attacks import run_attack
 
 SUBSETS = [("rgb",), ("ir",), ("rgb", "ir")]
 EPS = 8 / 255
@@ -147,3 +147,26 @@ def test_art_segmentation(name, attacked, segmenter, batch, seg_labels):
     before = snapshot(segmenter, batch)
     result = run_attack(factory(to_art(segmenter, attacked)), batch, seg_labels)
     assert_contract(result, batch, before, segmenter, attacked, eps=eps, norm=norm, must_move=must_move)
+
+
+MORE_TORCHATTACKS = ["DIFGSM", "EOTPGD", "FFGSM", "GN", "Jitter", "NIFGSM", "RFGSM", "SINIFGSM", "TIFGSM", "TPGD", "UPGD", "VANILA", "VMIFGSM", "VNIFGSM"]
+
+
+@pytest.mark.parametrize("attacked", SUBSETS, ids=lambda s: "+".join(s))
+@pytest.mark.parametrize("name", MORE_TORCHATTACKS)
+def test_more_torchattacks(name, attacked, classifier, batch, cls_labels):
+    """The other attacks declared row-aligned, with torchattacks' defaults (eps 8/255 where bounded)."""
+    from mmfusion_attacks import UnsupportedAttackError
+
+    torch.manual_seed(0)
+    mixed_state(classifier)
+    before = snapshot(classifier, batch)
+    atk = getattr(torchattacks, name)(to_torchattacks(classifier, attacked))
+    if name == "TIFGSM" and attacked != ("rgb",):
+        with pytest.raises(UnsupportedAttackError, match="3 channels"):
+            run_attack(atk, batch, cls_labels)
+        return
+    result = run_attack(atk, batch, cls_labels)
+    assert result.batching == "batch"
+    eps = getattr(atk, "eps", None)
+    assert_contract(result, batch, before, classifier, attacked, eps=eps, must_move=name != "VANILA")

@@ -1,0 +1,57 @@
+"""Command line: ``mmfusion-attacks demo`` (also ``python -m mmfusion_attacks demo``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmfusion-attacks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="attack RGB / IR / both of a small RGB-T segmenter on SYNTHETIC scenes")
+    demo.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
+    demo.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"])
+    demo.add_argument("--eps", nargs="+", type=float, default=[4, 8, 16], help="Linf budgets on the 0-255 scale")
+    demo.add_argument("--steps", type=int, default=10, help="PGD iterations")
+    demo.add_argument("--n-eval", type=int, default=32, help="number of synthetic test scenes")
+    demo.add_argument("--batch-size", type=int, default=16)
+    demo.add_argument("--train-steps", type=int, default=300)
+    demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", default=None, help="folder for demo.json and demo.txt")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo import format_table, run_demo, save
+
+        result = run_demo(
+            toolkit=args.toolkit,
+            attacks=args.attacks,
+            eps_255=args.eps,
+            pgd_steps=args.steps,
+            n_eval=args.n_eval,
+            batch_size=args.batch_size,
+            train_steps=args.train_steps,
+            device=_device(args.device),
+            seed=args.seed,
+        )
+        print(format_table(result))
+        if args.out:
+            print(f"wrote {save(result, args.out)}/demo.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Datasets, registered by name: ``create_dataset("synthetic-rgbt", split="test")``."""
+
+from ..registry import Registry
+
+DATASETS: Registry = Registry("dataset")
+register_dataset = DATASETS.register
+
+
+def create_dataset(name: str, **kwargs):
+    return DATASETS.create(name, **kwargs)
+
+
+from .synthetic_rgbt import MF_CLASSES, SyntheticRGBT  # noqa: E402  (registers itself)
+
+__all__ = ["DATASETS", "register_dataset", "create_dataset", "SyntheticRGBT", "MF_CLASSES"]

@@ -1,0 +1,36 @@
+"""A small two-stream RGB-T segmenter (one encoder per sensor, fused by concatenation), for demos and
+tests: trains in seconds on CPU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..fusion import FusionModel
+from . import register_model
+
+__all__ = ["TinyRGBTSegmenter", "tiny_rgbt_segmenter"]
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+
+
+class TinyRGBTSegmenter(nn.Module):
+    def __init__(self, num_classes: int = 9, width: int = 16) -> None:
+        super().__init__()
+        self.rgb = nn.Sequential(_block(3, width), _block(width, width))
+        self.ir = nn.Sequential(_block(1, width // 2), _block(width // 2, width // 2))
+        self.down = nn.Sequential(nn.MaxPool2d(2), _block(width + width // 2, 2 * width), _block(2 * width, 2 * width))
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = nn.Sequential(_block(2 * width + width + width // 2, width), nn.Conv2d(width, num_classes, 1))
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        fused = torch.cat([self.rgb(rgb), self.ir(ir)], 1)
+        deep = self.up(self.down(fused))
+        return self.head(torch.cat([deep, fused], 1))
+
+
+@register_model("tiny-rgbt-segmenter")
+def tiny_rgbt_segmenter(num_classes: int = 9, width: int = 16) -> FusionModel:
+    return FusionModel(TinyRGBTSegmenter(num_classes, width), ["rgb", "ir"], task="segmentation", num_classes=num_classes)

@@ -1,0 +1,141 @@
+"""Attack recipes by name: ``make_attack("pgd", fusion, ["rgb", "ir"], toolkit="art", eps={"rgb": 8/255, "ir": 16/255})``.
+
+A recipe only *configures* a stock toolkit attack (never re-implements one). ``eps`` is a float or a
+``{modality: eps}`` mapping; a mapping with different values needs a toolkit that takes per-element
+budgets (ART); torchattacks takes one scalar and raises otherwise. Register your own with
+``@register_recipe("name", "toolkit")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .errors import UnsupportedAttackError
+from .fusion import FusionModel
+
+__all__ = ["register_recipe", "make_attack", "list_recipes"]
+
+Recipe = Callable[..., Any]
+_RECIPES: dict[tuple[str, str], Recipe] = {}
+
+
+def register_recipe(name: str, toolkit: str) -> Callable[[Recipe], Recipe]:
+    def add(fn: Recipe) -> Recipe:
+        _RECIPES[(name.lower(), toolkit)] = fn
+        return fn
+
+    return add
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    return sorted(_RECIPES)
+
+
+def _eps_for(fusion: FusionModel, attacked: Sequence[str], eps: float | Mapping[str, float] | None) -> dict[str, float]:
+    names = [attacked] if isinstance(attacked, str) else list(attacked)
+    if eps is None:
+        out = {}
+        for n in names:
+            threat = fusion.modality(n).threat
+            if threat is None:
+                raise UnsupportedAttackError(f"modality '{n}' has no threat model; pass eps=")
+            out[n] = threat.eps
+        return out
+    if isinstance(eps, Mapping):
+        missing = [n for n in names if n not in eps]
+        if missing:
+            raise UnsupportedAttackError(f"no eps given for attacked modality '{missing[0]}'")
+        return {n: float(eps[n]) for n in names}
+    return {n: float(eps) for n in names}
+
+
+def _scalar(eps: dict[str, float], toolkit: str) -> float:
+    values = set(eps.values())
+    if len(values) > 1:
+        raise UnsupportedAttackError(
+            f"{toolkit} takes one scalar eps but per-modality budgets {eps} were asked for; use toolkit='art' "
+            "or attack each modality group separately"
+        )
+    return values.pop()
+
+
+def make_attack(
+    name: str,
+    fusion: FusionModel,
+    attacked: str | Sequence[str],
+    *,
+    toolkit: str = "torchattacks",
+    eps: float | Mapping[str, float] | None = None,
+    steps: int = 10,
+    step_size: float | Mapping[str, float] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A configured toolkit attack on ``fusion.surface(attacked)``, ready for :func:`run_attack`.
+
+    ``eps`` defaults to each modality's threat model; ``step_size`` to ``2.5 * eps / steps``.
+    """
+    key = (name.lower(), toolkit)
+    if key not in _RECIPES:
+        raise KeyError(f"no recipe '{name}' for toolkit '{toolkit}'; available: {list_recipes()}")
+    budget = _eps_for(fusion, attacked, eps)
+    if step_size is None:
+        step = {n: 2.5 * e / max(steps, 1) for n, e in budget.items()}
+    else:
+        step = _eps_for(fusion, attacked, step_size)
+    return _RECIPES[key](fusion, attacked, budget, step, steps, **kwargs)
+
+
+# ---------------------------------------------------------------- torchattacks
+@register_recipe("fgsm", "torchattacks")
+def _ta_fgsm(fusion, attacked, eps, step, steps, **kw):
+    import torchattacks
+
+    from .adapters.torchattacks import to_torchattacks
+
+    return torchattacks.FGSM(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), **kw)
+
+
+@register_recipe("pgd", "torchattacks")
+def _ta_pgd(fusion, attacked, eps, step, steps, **kw):
+    import torchattacks
+
+    from .adapters.torchattacks import to_torchattacks
+
+    return torchattacks.PGD(
+        to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw
+    )
+
+
+# ---------------------------------------------------------------- ART
+def _art_budgets(est, *budgets: dict[str, float]):
+    """Scalars when every modality shares each budget, else per-element arrays for all (ART wants
+    eps and eps_step of the same type)."""
+    from .adapters.art import eps_array
+
+    if all(len(set(b.values())) == 1 for b in budgets):
+        return [next(iter(b.values())) for b in budgets]
+    return [eps_array(est, b) for b in budgets]
+
+
+@register_recipe("fgsm", "art")
+def _art_fgsm(fusion, attacked, eps, step, steps, **kw):
+    from art.attacks.evasion import FastGradientMethod
+
+    from .adapters.art import to_art
+
+    est = to_art(fusion, attacked)
+    (e,) = _art_budgets(est, eps)
+    return FastGradientMethod(est, eps=e, eps_step=e, **kw)
+
+
+@register_recipe("pgd", "art")
+def _art_pgd(fusion, attacked, eps, step, steps, **kw):
+    from art.attacks.evasion import ProjectedGradientDescent
+
+    from .adapters.art import to_art
+
+    est = to_art(fusion, attacked)
+    kw.setdefault("verbose", False)
+    e, s = _art_budgets(est, eps, step)
+    return ProjectedGradientDescent(est, eps=e, eps_step=s, max_iter=steps, **kw)
