@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -389,6 +389,7 @@ def eps_array(estimator: FusionClassifier | FusionSegmenter | AttackSurface, eps
 
 class ArtDriver(AttackDriver):
     toolkit = "art"
+    row_aligned = ROW_ALIGNED
 
     def accepts(self, attack: Any) -> bool:
         return isinstance(attack, EvasionAttack)
@@ -403,12 +404,6 @@ class ArtDriver(AttackDriver):
                 "modalities are exposed"
             )
         return surface
-
-    def batching(self, attack: EvasionAttack) -> Literal["batch", "sample"]:
-        declared = getattr(attack, "row_aligned", None)
-        if declared is not None:
-            return "batch" if declared else "sample"
-        return "batch" if type(attack).__name__ in ROW_ALIGNED else "sample"
 
     def chunk_size(self, attack: EvasionAttack) -> int | None:
         return min(int(getattr(attack, "batch_size", 128)), 128)

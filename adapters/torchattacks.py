@@ -13,7 +13,7 @@ work unchanged with FGSM, PGD, PGDL2, BIM, MIFGSM (their cross-entropy is per pi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torchattacks.attack import Attack
@@ -59,6 +59,7 @@ def to_torchattacks(fusion: FusionModel, attacked: str | Sequence[str]) -> Attac
 
 class TorchattacksDriver(AttackDriver):
     toolkit = "torchattacks"
+    row_aligned = ROW_ALIGNED
 
     def accepts(self, attack: Any) -> bool:
         return isinstance(attack, Attack)
@@ -87,12 +88,6 @@ class TorchattacksDriver(AttackDriver):
                 "labels; use set_mode_targeted_by_label() with per-pixel targets"
             )
         return surface
-
-    def batching(self, attack: Attack) -> Literal["batch", "sample"]:
-        declared = getattr(attack, "row_aligned", None)
-        if declared is not None:
-            return "batch" if declared else "sample"
-        return "batch" if type(attack).__name__ in ROW_ALIGNED else "sample"
 
     def generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         ignore = attack.model.fusion.ignore_index

@@ -14,10 +14,10 @@ import time
 import torch
 import torchattacks
 from art.attacks.evasion import ProjectedGradientDescent
-
-from mmfusion_attacks import run_attack
 from mmfusion_attacks.adapters.art import to_art
 from mmfusion_attacks.adapters.torchattacks import to_torchattacks
+
+from mmfusion_attacks import run_attack
 from mmfusion_attacks.models import create_model
 
 

@@ -45,6 +45,8 @@ class AttackDriver(ABC):
     """How the runner talks to one toolkit's attack objects."""
 
     toolkit: str = ""
+    #: class names of attacks that only query their whole input batch, in order
+    row_aligned: frozenset[str] = frozenset()
 
     @abstractmethod
     def accepts(self, attack: Any) -> bool: ...
@@ -53,9 +55,14 @@ class AttackDriver(ABC):
     def surface(self, attack: Any) -> AttackSurface:
         """The surface the attack was built on (raises if it was built on something else)."""
 
-    @abstractmethod
     def batching(self, attack: Any) -> Literal["batch", "sample"]:
-        """'batch' if the attack only ever queries its whole input in order, else 'sample'."""
+        """'batch' if the attack only ever queries its whole input in order, else 'sample'.
+
+        An attack object may declare ``row_aligned = True / False`` itself (e.g. a user's attack)."""
+        declared = getattr(attack, "row_aligned", None)
+        if declared is None:
+            declared = type(attack).__name__ in self.row_aligned
+        return "batch" if declared else "sample"
 
     def chunk_size(self, attack: Any) -> int | None:
         """Largest batch the attack queries at once in 'batch' mode (None: no limit)."""

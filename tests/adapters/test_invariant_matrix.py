@@ -30,6 +30,25 @@ def _autoattack(s):
     return atk
 
 
+def run_cell(fusion, build, batch, labels, attacked, spec, *, toolkit):
+    """Build the attack on the right adapter, run it, and check the whole contract."""
+    _, eps, norm, must_move = spec
+    np.random.seed(0)
+    torch.manual_seed(0)
+    mixed_state(fusion)
+    before = snapshot(fusion, batch)
+    if toolkit == "art":
+        est = to_art(fusion, attacked)
+        with est.surface.bound({k: v[:1] for k, v in batch.items()}):  # AutoPGD probes the estimator when built
+            attack = build(est)
+    else:
+        attack = build(to_torchattacks(fusion, attacked))
+    targets = (labels + 1) % 4 if getattr(attack, "targeted", False) else None
+    result = run_attack(attack, batch, labels, targets=targets)
+    assert_contract(result, batch, before, fusion, attacked, eps=eps, norm=norm, must_move=must_move)
+    return result
+
+
 # name -> (factory(surface), eps or None, norm, must_move)
 TORCHATTACKS_CLS = {
     "FGSM": (lambda s: torchattacks.FGSM(s, eps=EPS), EPS, "inf", True),
@@ -81,29 +100,15 @@ ART_CLS = {
 @pytest.mark.parametrize("attacked", SUBSETS, ids=lambda s: "+".join(s))
 @pytest.mark.parametrize("name", list(TORCHATTACKS_CLS))
 def test_torchattacks_classification(name, attacked, classifier, batch, cls_labels):
-    factory, eps, norm, must_move = TORCHATTACKS_CLS[name]
-    torch.manual_seed(0)
-    mixed_state(classifier)
-    before = snapshot(classifier, batch)
-    atk = factory(to_torchattacks(classifier, attacked))
-    result = run_attack(atk, batch, cls_labels)
-    assert_contract(result, batch, before, classifier, attacked, eps=eps, norm=norm, must_move=must_move)
+    spec = TORCHATTACKS_CLS[name]
+    run_cell(classifier, spec[0], batch, cls_labels, attacked, spec, toolkit="torchattacks")
 
 
 @pytest.mark.parametrize("attacked", SUBSETS, ids=lambda s: "+".join(s))
 @pytest.mark.parametrize("name", list(ART_CLS))
 def test_art_classification(name, attacked, classifier, batch, cls_labels):
-    factory, eps, norm, must_move = ART_CLS[name]
-    np.random.seed(0)
-    torch.manual_seed(0)
-    mixed_state(classifier)
-    before = snapshot(classifier, batch)
-    est = to_art(classifier, attacked)
-    with est.surface.bound({k: v[:1] for k, v in batch.items()}):  # AutoPGD probes the estimator when built
-        attack = factory(est)
-    targets = (cls_labels + 1) % 4 if getattr(attack, "targeted", False) else None
-    result = run_attack(attack, batch, cls_labels, targets=targets)
-    assert_contract(result, batch, before, classifier, attacked, eps=eps, norm=norm, must_move=must_move)
+    spec = ART_CLS[name]
+    run_cell(classifier, spec[0], batch, cls_labels, attacked, spec, toolkit="art")
 
 
 TORCHATTACKS_SEG = {k: TORCHATTACKS_CLS[k] for k in ("FGSM", "PGD", "PGDL2", "BIM", "MIFGSM")}
@@ -128,25 +133,16 @@ ART_SEG = {
 @pytest.mark.parametrize("attacked", SUBSETS, ids=lambda s: "+".join(s))
 @pytest.mark.parametrize("name", list(TORCHATTACKS_SEG))
 def test_torchattacks_segmentation(name, attacked, segmenter, batch, seg_labels):
-    factory, eps, norm, must_move = TORCHATTACKS_SEG[name]
-    torch.manual_seed(0)
-    mixed_state(segmenter)
-    before = snapshot(segmenter, batch)
-    result = run_attack(factory(to_torchattacks(segmenter, attacked)), batch, seg_labels)
-    assert_contract(result, batch, before, segmenter, attacked, eps=eps, norm=norm, must_move=must_move)
+    spec = TORCHATTACKS_SEG[name]
+    result = run_cell(segmenter, spec[0], batch, seg_labels, attacked, spec, toolkit="torchattacks")
     assert result.score.shape == (3,) and bool(((result.score >= 0) & (result.score <= 1)).all())
 
 
 @pytest.mark.parametrize("attacked", SUBSETS, ids=lambda s: "+".join(s))
 @pytest.mark.parametrize("name", list(ART_SEG))
 def test_art_segmentation(name, attacked, segmenter, batch, seg_labels):
-    factory, eps, norm, must_move = ART_SEG[name]
-    np.random.seed(0)
-    torch.manual_seed(0)
-    mixed_state(segmenter)
-    before = snapshot(segmenter, batch)
-    result = run_attack(factory(to_art(segmenter, attacked)), batch, seg_labels)
-    assert_contract(result, batch, before, segmenter, attacked, eps=eps, norm=norm, must_move=must_move)
+    spec = ART_SEG[name]
+    run_cell(segmenter, spec[0], batch, seg_labels, attacked, spec, toolkit="art")
 
 
 MORE_TORCHATTACKS = ["DIFGSM", "EOTPGD", "FFGSM", "GN", "Jitter", "NIFGSM", "RFGSM", "SINIFGSM", "TIFGSM", "TPGD", "UPGD", "VANILA", "VMIFGSM", "VNIFGSM"]
@@ -158,15 +154,12 @@ def test_more_torchattacks(name, attacked, classifier, batch, cls_labels):
     """The other attacks declared row-aligned, with torchattacks' defaults (eps 8/255 where bounded)."""
     from mmfusion_attacks import UnsupportedAttackError
 
-    torch.manual_seed(0)
-    mixed_state(classifier)
-    before = snapshot(classifier, batch)
-    atk = getattr(torchattacks, name)(to_torchattacks(classifier, attacked))
+    build = getattr(torchattacks, name)
+    eps = getattr(build(to_torchattacks(classifier, attacked)), "eps", None)  # torchattacks' default budget
+    spec = (build, eps, "inf", name != "VANILA")
     if name == "TIFGSM" and attacked != ("rgb",):
         with pytest.raises(UnsupportedAttackError, match="3 channels"):
-            run_attack(atk, batch, cls_labels)
+            run_cell(classifier, build, batch, cls_labels, attacked, spec, toolkit="torchattacks")
         return
-    result = run_attack(atk, batch, cls_labels)
+    result = run_cell(classifier, build, batch, cls_labels, attacked, spec, toolkit="torchattacks")
     assert result.batching == "batch"
-    eps = getattr(atk, "eps", None)
-    assert_contract(result, batch, before, classifier, attacked, eps=eps, must_move=name != "VANILA")
