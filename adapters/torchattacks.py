@@ -37,7 +37,7 @@ ROW_ALIGNED = frozenset(
 )  # fmt: skip
 
 #: Attacks that accept segmentation labels ``(N, H, W)`` (checked in tests/adapters).
-SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM"})
+SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "EOTPGD"})
 
 
 def _check_unit_range(surface: AttackSurface) -> None:
@@ -77,7 +77,8 @@ class TorchattacksDriver(AttackDriver):
                 "set_normalization_used() changes torchattacks' input contract; put mean/std inside the model "
                 "with FusionModel(normalize=...) instead"
             )
-        if surface.fusion.task == "segmentation" and type(attack).__name__ not in SEGMENTATION_SUPPORTED:
+        seg_ok = type(attack).__name__ in SEGMENTATION_SUPPORTED or getattr(attack, "supports_segmentation", False)
+        if surface.fusion.task == "segmentation" and not seg_ok:
             raise UnsupportedAttackError(
                 f"torchattacks.{type(attack).__name__} does not support segmentation labels (N, H, W); "
                 f"supported: {sorted(SEGMENTATION_SUPPORTED)}"

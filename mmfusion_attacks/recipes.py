@@ -14,18 +14,28 @@ from typing import Any
 from .errors import UnsupportedAttackError
 from .fusion import FusionModel
 
-__all__ = ["register_recipe", "make_attack", "list_recipes"]
+__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets"]
 
 Recipe = Callable[..., Any]
 _RECIPES: dict[tuple[str, str], Recipe] = {}
+_TARGETS: dict[str, str] = {}
 
 
-def register_recipe(name: str, toolkit: str) -> Callable[[Recipe], Recipe]:
+def register_recipe(name: str, toolkit: str, *, targets: str | None = None) -> Callable[[Recipe], Recipe]:
+    """``targets="least-likely"`` marks a targeted recipe whose per-pixel targets are the clean model's
+    least likely classes (the grid computes them and passes ``targets=`` to :func:`run_attack`)."""
+
     def add(fn: Recipe) -> Recipe:
         _RECIPES[(name.lower(), toolkit)] = fn
+        if targets:
+            _TARGETS[name.lower()] = targets
         return fn
 
     return add
+
+
+def recipe_targets(name: str) -> str | None:
+    return _TARGETS.get(name.lower())
 
 
 def list_recipes() -> list[tuple[str, str]]:
@@ -139,3 +149,85 @@ def _art_pgd(fusion, attacked, eps, step, steps, **kw):
     kw.setdefault("verbose", False)
     e, s = _art_budgets(est, eps, step)
     return ProjectedGradientDescent(est, eps=e, eps_step=s, max_iter=steps, **kw)
+
+
+@register_recipe("bim", "torchattacks")
+def _ta_bim(fusion, attacked, eps, step, steps, **kw):
+    import torchattacks
+
+    from .adapters.torchattacks import to_torchattacks
+
+    return torchattacks.BIM(
+        to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw
+    )
+
+
+@register_recipe("fgsm2", "torchattacks", targets="least-likely")
+def _ta_fgsm2(fusion, attacked, eps, step, steps, **kw):
+    """FGSM II: one step towards each pixel's least-likely class."""
+    atk = _ta_fgsm(fusion, attacked, eps, step, steps, **kw)
+    atk.set_mode_targeted_by_label(quiet=True)
+    return atk
+
+
+@register_recipe("ifgsm2", "torchattacks", targets="least-likely")
+def _ta_ifgsm2(fusion, attacked, eps, step, steps, **kw):
+    """Iterative FGSM II: BIM towards each pixel's least-likely class."""
+    atk = _ta_bim(fusion, attacked, eps, step, steps, **kw)
+    atk.set_mode_targeted_by_label(quiet=True)
+    return atk
+
+
+@register_recipe("eotpgd", "torchattacks")
+def _ta_eotpgd(fusion, attacked, eps, step, steps, eot_iter: int = 8, **kw):
+    """PGD with expectation over the model's randomness (torchattacks.EOTPGD)."""
+    import torchattacks
+
+    from .adapters.torchattacks import to_torchattacks
+
+    return torchattacks.EOTPGD(
+        to_torchattacks(fusion, attacked),
+        eps=_scalar(eps, "torchattacks"),
+        alpha=_scalar(step, "torchattacks"),
+        steps=steps,
+        eot_iter=eot_iter,
+        **kw,
+    )
+
+
+@register_recipe("segpgd", "torchattacks")
+def _segpgd(fusion, attacked, eps, step, steps, **kw):
+    from .adapters.torchattacks import to_torchattacks
+    from .attacks import SegPGD
+
+    return SegPGD(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw)
+
+
+@register_recipe("cospgd", "torchattacks")
+def _cospgd(fusion, attacked, eps, step, steps, **kw):
+    from .adapters.torchattacks import to_torchattacks
+    from .attacks import CosPGD
+
+    return CosPGD(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw)
+
+
+@register_recipe("bim", "art")
+def _art_bim(fusion, attacked, eps, step, steps, **kw):
+    from art.attacks.evasion import BasicIterativeMethod
+
+    from .adapters.art import to_art
+
+    est = to_art(fusion, attacked)
+    e, s = _art_budgets(est, eps, step)
+    kw.setdefault("verbose", False)
+    return BasicIterativeMethod(est, eps=e, eps_step=s, max_iter=steps, **kw)
+
+
+@register_recipe("fgsm2", "art", targets="least-likely")
+def _art_fgsm2(fusion, attacked, eps, step, steps, **kw):
+    return _art_fgsm(fusion, attacked, eps, step, steps, targeted=True, **kw)
+
+
+@register_recipe("ifgsm2", "art", targets="least-likely")
+def _art_ifgsm2(fusion, attacked, eps, step, steps, **kw):
+    return _art_bim(fusion, attacked, eps, step, steps, targeted=True, **kw)

@@ -11,5 +11,6 @@ def create_dataset(name: str, **kwargs):
 
 
 from .synthetic_rgbt import MF_CLASSES, SyntheticRGBT  # noqa: E402  (registers itself)
+from .mf_dataset import MF_SPLITS, MFDataset  # noqa: E402
 
-__all__ = ["DATASETS", "register_dataset", "create_dataset", "SyntheticRGBT", "MF_CLASSES"]
+__all__ = ["DATASETS", "register_dataset", "create_dataset", "SyntheticRGBT", "MFDataset", "MF_CLASSES", "MF_SPLITS"]

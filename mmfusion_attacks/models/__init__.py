@@ -10,6 +10,9 @@ def create_model(name: str, **kwargs):
     return MODELS.create(name, **kwargs)
 
 
-from .tiny import TinyRGBTSegmenter  # noqa: E402  (registers itself)
+from .mfnet import MFNet  # noqa: E402  (each module registers its factories)
+from .rtfnet import RTFNet  # noqa: E402
+from .smp_fusion import TwoStreamUnet  # noqa: E402
+from .tiny import TinyRGBTSegmenter  # noqa: E402
 
-__all__ = ["MODELS", "register_model", "create_model", "TinyRGBTSegmenter"]
+__all__ = ["MODELS", "register_model", "create_model", "MFNet", "RTFNet", "TinyRGBTSegmenter", "TwoStreamUnet"]

@@ -16,6 +16,7 @@ from mmfusion_attacks.adapters.art import to_art
 from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
 from mmfusion_attacks import run_attack
+from mmfusion_attacks.attacks import CosPGD, SegPGD
 
 SUBSETS = [("rgb",), ("ir",), ("rgb", "ir")]
 EPS = 8 / 255
@@ -111,7 +112,12 @@ def test_art_classification(name, attacked, classifier, batch, cls_labels):
     run_cell(classifier, spec[0], batch, cls_labels, attacked, spec, toolkit="art")
 
 
-TORCHATTACKS_SEG = {k: TORCHATTACKS_CLS[k] for k in ("FGSM", "PGD", "PGDL2", "BIM", "MIFGSM")}
+TORCHATTACKS_SEG = {
+    **{k: TORCHATTACKS_CLS[k] for k in ("FGSM", "PGD", "PGDL2", "BIM", "MIFGSM")},
+    "EOTPGD": (lambda s: torchattacks.EOTPGD(s, eps=EPS, alpha=2 / 255, steps=3, eot_iter=2), EPS, "inf", True),
+    "SegPGD": (lambda s: SegPGD(s, eps=EPS, alpha=2 / 255, steps=3), EPS, "inf", True),
+    "CosPGD": (lambda s: CosPGD(s, eps=EPS, alpha=2 / 255, steps=3), EPS, "inf", True),
+}
 
 
 def _art_square_seg(e):

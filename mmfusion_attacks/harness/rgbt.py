@@ -1,0 +1,245 @@
+"""The RGB-T segmentation benchmark: the MFNet adversarial study's grid plus the segmentation-robustness
+analyses (least-likely targets, transfer across models and scales, multiscale, randomised input
+transforms vs EOT). ``benchmarks/rgbt_segmentation.py`` and ``mmfusion-attacks rgbt`` call :func:`main`.
+
+With no arguments it runs on the embedded SYNTHETIC default (scenes generated here, MFNet trained
+on them and cached); ``--data-root`` points it at the real MF dataset, ``--images`` at single RGB-T
+PNG frames (pseudo-labels), ``--weights`` at a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..data import MF_CLASSES, create_dataset
+from ..fusion import FusionModel
+from ..models import create_model
+from ..models.wrappers import at_scale, multiscale, random_resize_pad
+from ..zoo import synthetic_default
+from .grid import GridSpec, run_grid, run_transfer
+from .report import format_matrix, format_study_table, plot_curves, save_qualitative, save_rows
+
+__all__ = ["main", "load_frames", "parse_subsets"]
+
+SYNTHETIC_SIZE = (96, 128)
+
+
+def parse_subsets(specs: Sequence[str]) -> list[tuple[str, ...]]:
+    """``["rgb", "ir", "rgb+ir"]`` -> ``[("rgb",), ("ir",), ("rgb", "ir")]``."""
+    return [tuple(part for part in spec.lower().split("+") if part) for spec in specs]
+
+
+def load_frames(paths: Sequence[str | Path], size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """RGB-T PNG frames (HxWx4 uint8, RGB then thermal, as in the MF dataset) -> a named batch."""
+    tensors = []
+    for p in paths:
+        array = np.asarray(Image.open(p))
+        if array.ndim != 3 or array.shape[2] != 4:
+            raise ValueError(f"{p}: expected an HxWx4 RGB-thermal PNG, got shape {array.shape}")
+        x = torch.from_numpy(array).permute(2, 0, 1).float() / 255
+        if size:
+            x = torch.nn.functional.interpolate(x[None], size=size, mode="bilinear", antialias=True)[0].clamp(0, 1)
+        tensors.append(x)
+    x = torch.stack(tensors)
+    return {"rgb": x[:, :3], "ir": x[:, 3:]}
+
+
+class _Data:
+    """Re-iterable stream of (inputs, labels or None) batches; never materialises the dataset."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        size = tuple(args.size) if args.size else None
+        if args.images:
+            self.kind, self.description = "frames", f"{len(args.images)} RGB-T frame(s) without ground truth"
+            self.frames = args.images
+            self.size = size
+        elif args.data_root:
+            self.dataset = create_dataset("mf", root=args.data_root, split=args.split, size=size, limit=args.limit)
+            self.kind, self.description = "mf", f"MF dataset '{args.split}' split, {len(self.dataset)} frames"
+        else:
+            h, w = size or SYNTHETIC_SIZE
+            self.dataset = create_dataset("synthetic-rgbt", split="test", size=args.limit or 32, height=h, width=w, seed=args.seed)
+            self.kind = "synthetic"
+            self.description = f"SYNTHETIC RGB-T scenes (embedded default, not real data), {len(self.dataset)} test scenes"
+
+    def __len__(self) -> int:
+        n = len(self.frames) if self.kind == "frames" else len(self.dataset)
+        return -(-n // self.args.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
+        pseudo = self.args.labels == "pseudo"
+        if self.kind == "frames":
+            for start in range(0, len(self.frames), self.args.batch_size):
+                yield load_frames(self.frames[start : start + self.args.batch_size], self.size), None
+            return
+        for item in DataLoader(self.dataset, batch_size=self.args.batch_size, shuffle=False):
+            yield {"rgb": item["rgb"], "ir": item["ir"]}, (None if pseudo else item["labels"])
+
+
+def _model(args: argparse.Namespace, data: _Data, arch: str | None = None, weights: str | None = None) -> FusionModel:
+    arch = arch or args.model
+    weights = weights if arch != args.model else (weights or args.weights)
+    if weights:
+        return create_model(arch, num_classes=9, weights=weights).to(args.device).eval()
+    if data.kind != "synthetic":
+        raise SystemExit(f"error: --weights is needed for '{arch}' on real data (the embedded default is trained on synthetic scenes)")
+    return synthetic_default(
+        arch, steps=args.train_steps, size=tuple(args.size) if args.size else SYNTHETIC_SIZE, device=args.device, seed=args.seed
+    )
+
+
+def _header(args: argparse.Namespace, data: _Data, labels_source: str, what: str) -> list[str]:
+    return [
+        f"mmfusion-attacks RGB-T segmentation benchmark: {what}",
+        f"data: {data.description}; labels: {labels_source}",
+        f"model: {args.model}" + (f" ({args.weights})" if args.weights else " (trained on the synthetic scenes by this project)")
+        + f"; toolkit: {args.toolkit}; PGD steps {args.steps}; mIoU/mAcc include class 0 'unlabeled'"
+        + ("" if args.include_unlabeled else " -- no: excluded (--exclude-unlabeled)"),
+    ]
+
+
+def _grid(args, fusion, data, out: Path) -> dict[str, Any]:
+    spec = GridSpec(attacks=args.attacks, eps_255=args.eps, subsets=parse_subsets(args.modalities), toolkit=args.toolkit, steps=args.steps)
+    qual_cells = [c for c in spec.cells() if c.attack == spec.attacks[-1] and c.eps_255 == max(spec.eps_255)]
+    saved = []
+
+    def qualitative(index, inputs, labels, clean_pred, results):
+        for i in range(min(args.qualitative - len(saved) // max(len(qual_cells), 1), inputs["rgb"].shape[0])):
+            for cell in qual_cells:
+                name = f"qualitative/img{index * args.batch_size + i:03d}_{cell.attack}_{cell.label.lower()}_eps{cell.eps_255:g}.png"
+                caption = f"{cell.attack.upper()} eps {cell.eps_255:g}/255 on {cell.label} -- {data.description}"
+                saved.append(save_qualitative(out / name, inputs["rgb"][i], inputs["ir"][i], clean_pred[i], results[cell].adv_pred[i], caption))
+
+    result = run_grid(fusion, data, spec, on_batch=qualitative if args.qualitative else None, total=len(data))
+    include = None if args.include_unlabeled else list(range(1, len(MF_CLASSES)))
+    rows, clean = result.rows(include), result.clean_summary(include)
+    table = format_study_table(rows, clean, _header(args, data, result.labels_source, "the MFNet study's grid"))
+    save_rows(rows, out, "grid", {"clean": clean, "labels": result.labels_source, "data": data.description, "classes": MF_CLASSES})
+    (out / "grid.txt").write_text(table + "\n")
+    plot_curves(rows, out / "figure1.png", title=f"{args.model} -- {data.description}")
+    return {"table": table, "rows": rows, "clean": clean, "qualitative": [str(p) for p in saved]}
+
+
+def _least_likely(args, fusion, data, out: Path) -> dict[str, Any]:
+    spec = GridSpec(attacks=("fgsm2", "ifgsm2"), eps_255=args.eps, subsets=parse_subsets(args.modalities), toolkit=args.toolkit, steps=args.steps)
+    result = run_grid(fusion, data, spec, total=len(data))
+    rows = result.rows()
+    save_rows(rows, out, "least_likely", {"clean": result.clean_summary(), "labels": result.labels_source})
+    lines = ["least-likely targeted attacks (FGSM II, iterative FGSM II): fraction of pixels on their least-likely class"]
+    lines += [f"  {r['attack']:<7} eps {r['eps_255']:>4g}/255 on {r['attacked']:<7} target rate {r['target_rate']:.3f}  IoU_R {r['IoU_R']:.3f}" for r in rows]
+    lines.append("  (clean: 0 pixels are on their least-likely class by definition)")
+    return {"table": "\n".join(lines), "rows": rows}
+
+
+def _transfer(args, fusion, data, out: Path) -> dict[str, Any]:
+    mult = 16 if args.model == "mfnet" else 32
+    models = {
+        f"{args.model}@100%": fusion,
+        f"{args.model}@75%": at_scale(fusion, 0.75, mult),
+        f"{args.model}@50%": at_scale(fusion, 0.5, mult),
+        f"{args.model}-multiscale": multiscale(fusion, (0.5, 0.75, 1.0), mult),
+    }
+    for spec in args.transfer_models:
+        arch, _, weights = spec.partition("=")
+        models[arch] = _model(args, data, arch, weights or None)
+    eps = args.transfer_eps
+    values = run_transfer(models, models, data, attack=args.transfer_attack, eps_255=eps, attacked=parse_subsets([args.transfer_modality])[0],
+                          toolkit=args.toolkit, steps=args.steps, total=len(data))
+    title = (f"transfer matrix: IoU ratio (adv mIoU / clean mIoU) of {args.transfer_attack.upper()} eps {eps:g}/255 on "
+             f"{args.transfer_modality.upper()}; diagonal = white box")
+    text = format_matrix(values, title)
+    (out / "transfer.txt").write_text(text + "\n")
+    (out / "transfer.json").write_text(json.dumps([{"crafted_on": s, "evaluated_on": t, "IoU_R": v} for (s, t), v in values.items()], indent=2))
+    return {"table": text, "values": {f"{s} -> {t}": v for (s, t), v in values.items()}}
+
+
+def _defence(args, fusion, data, out: Path) -> dict[str, Any]:
+    mult = 16 if args.model == "mfnet" else 32
+    defended = random_resize_pad(fusion, 0.8, 1.2, mult)
+    eps = args.defence_eps
+    subsets = parse_subsets([args.transfer_modality])
+    rows = []
+    for label, model, attack in (("undefended", fusion, "pgd"), ("random resize+pad", defended, "pgd"), ("random resize+pad", defended, "eotpgd")):
+        torch.manual_seed(args.seed)
+        spec = GridSpec(attacks=(attack,), eps_255=(eps,), subsets=subsets, toolkit="torchattacks", steps=args.steps,
+                        attack_kwargs={"eotpgd": {"eot_iter": args.eot_iter}})
+        result = run_grid(model, data, spec, total=len(data))
+        (row,) = result.rows()
+        rows.append({"model": label, "attack": row["attack"], "clean_mIoU": result.clean.miou(), "adv_mIoU": row["mIoU"], "IoU_R": row["IoU_R"]})
+    lines = [f"randomised input transforms vs EOT: PGD eps {eps:g}/255 on {args.transfer_modality.upper()}, {args.steps} steps"
+             f" (EOT: {args.eot_iter} samples per step)"]
+    lines += [f"  {r['model']:<18} {r['attack']:<7} clean mIoU {r['clean_mIoU']:.3f}  adv mIoU {r['adv_mIoU']:.3f}  IoU_R {r['IoU_R']:.3f}" for r in rows]
+    save_rows(rows, out, "defence")
+    return {"table": "\n".join(lines), "rows": rows}
+
+
+ANALYSES = {"grid": _grid, "least-likely": _least_likely, "transfer": _transfer, "defence": _defence}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rgbt_segmentation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="mfnet", help="registered model name (mfnet, rtfnet-50, smp-twostream-unet, ...)")
+    p.add_argument("--weights", default=None, help="checkpoint for --model (e.g. the official MFNet final.pth)")
+    p.add_argument("--data-root", default=None, help="MF dataset folder (images/, labels/, split files)")
+    p.add_argument("--images", nargs="+", default=None, help="RGB-T PNG frames (HxWx4) to attack with pseudo-labels")
+    p.add_argument("--split", default="test", help="MF split: train, val, test, test_day, test_night")
+    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize inputs")
+    p.add_argument("--labels", choices=["auto", "pseudo"], default="auto", help="pseudo: score against clean predictions")
+    p.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"])
+    p.add_argument("--eps", nargs="+", type=float, default=[10, 20, 40], help="Linf budgets on the 0-255 scale")
+    p.add_argument("--modalities", nargs="+", default=["rgb", "ir", "rgb+ir"], help="attacked subsets")
+    p.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
+    p.add_argument("--steps", type=int, default=10, help="iterations of iterative attacks")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--limit", type=int, default=None, help="number of frames (synthetic default: 32)")
+    p.add_argument("--out", default="runs/rgbt_segmentation")
+    p.add_argument("--analyses", nargs="+", choices=[*ANALYSES, "all"], default=["all"])
+    p.add_argument("--exclude-unlabeled", dest="include_unlabeled", action="store_false", help="leave class 0 out of the means")
+    p.add_argument("--qualitative", type=int, default=2, help="number of images to save qualitative PNGs for")
+    p.add_argument("--transfer-models", nargs="*", default=["tiny-rgbt-segmenter"], help="extra models, NAME or NAME=WEIGHTS")
+    p.add_argument("--transfer-attack", default="fgsm")
+    p.add_argument("--transfer-eps", type=float, default=8)
+    p.add_argument("--transfer-modality", default="rgb+ir")
+    p.add_argument("--defence-eps", type=float, default=8)
+    p.add_argument("--eot-iter", type=int, default=8)
+    p.add_argument("--train-steps", type=int, default=400, help="training steps of the synthetic default models")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    torch.manual_seed(args.seed)
+    start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _Data(args)
+    fusion = _model(args, data)
+    chosen = list(ANALYSES) if "all" in args.analyses else args.analyses
+    report: dict[str, Any] = {}
+    for name in chosen:
+        report[name] = ANALYSES[name](args, fusion, data, out)
+        print(report[name]["table"], end="\n\n", flush=True)
+    summary = {k: {kk: vv for kk, vv in v.items() if kk != "table"} for k, v in report.items()}
+    summary["meta"] = {"data": data.description, "model": args.model, "weights": args.weights, "seconds": round(time.time() - start, 1)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(f"wrote {out}/ (grid.txt/csv/json, figure1.png, qualitative/, ...) in {summary['meta']['seconds']} s")
+    return report
+
+
