@@ -20,7 +20,7 @@ from .models import create_model
 __all__ = ["cache_dir", "synthetic_default", "DATA_VERSION"]
 
 #: bump when the synthetic generator or the recipe changes, so stale caches are not reused
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -29,11 +29,15 @@ def cache_dir() -> Path:
 
 
 def _class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """1/sqrt(frequency), normalised to mean 1 over present classes: the background dominates street scenes."""
+    """1/sqrt(frequency), normalised to mean 1 over present classes (the background dominates street
+    scenes). Classes absent from the data get weight 1: a weight of 0 would leave their logits
+    untrained and the model would predict them spuriously."""
     counts = Counter(labels.flatten().tolist())
     freq = torch.tensor([counts.get(c, 0) for c in range(num_classes)], dtype=torch.float32)
-    weights = torch.where(freq > 0, 1 / freq.clamp_min(1).sqrt(), torch.zeros_like(freq))
-    return weights / weights[freq > 0].mean()
+    present = freq > 0
+    weights = torch.where(present, 1 / freq.clamp_min(1).sqrt(), torch.zeros_like(freq))
+    weights = weights / weights[present].mean()
+    return torch.where(present, weights, torch.ones_like(weights))
 
 
 def synthetic_default(
@@ -43,7 +47,7 @@ def synthetic_default(
     batch_size: int = 8,
     size: tuple[int, int] = (96, 128),
     n_train: int = 256,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     device: str | torch.device = "cpu",
     cache: bool = True,

@@ -1,7 +1,8 @@
 """Every subpackage ships: pyproject lists each folder with an __init__.py (plus the adapters mapping)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 

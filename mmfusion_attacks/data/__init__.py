@@ -10,7 +10,7 @@ def create_dataset(name: str, **kwargs):
     return DATASETS.create(name, **kwargs)
 
 
-from .synthetic_rgbt import MF_CLASSES, SyntheticRGBT  # noqa: E402  (registers itself)
 from .mf_dataset import MF_SPLITS, MFDataset  # noqa: E402
+from .synthetic_rgbt import MF_CLASSES, SyntheticRGBT  # noqa: E402  (registers itself)
 
 __all__ = ["DATASETS", "register_dataset", "create_dataset", "SyntheticRGBT", "MFDataset", "MF_CLASSES", "MF_SPLITS"]

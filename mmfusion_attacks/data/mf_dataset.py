@@ -57,7 +57,7 @@ class MFDataset(Dataset):
         path = self.root / folder / f"{name}.png"
         if not path.is_file():
             raise FileNotFoundError(f"MF {self.split} item '{name}': {path} is missing")
-        return np.asarray(Image.open(path))
+        return np.array(Image.open(path))  # a writable copy for torch.from_numpy
 
     def __getitem__(self, index: int) -> dict:
         name = self.names[index]

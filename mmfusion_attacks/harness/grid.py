@@ -153,17 +153,24 @@ def run_transfer(
     targets: Mapping[str, FusionModel],
     batches: Iterable[Batch],
     *,
-    attack: str = "fgsm",
+    attack: str | Mapping[str, str] = "fgsm",
     eps_255: float = 8,
     attacked: tuple[str, ...] = ("rgb", "ir"),
     toolkit: str = "torchattacks",
     steps: int = 10,
+    attack_kwargs: Mapping[str, dict[str, Any]] | None = None,
     progress: bool = True,
     total: int | None = None,
 ) -> dict[tuple[str, str], float]:
     """IoU ratio (mIoU on adversarials / clean mIoU) of each target model on adversarials crafted on
-    each source model (white box on the diagonal, transfer elsewhere)."""
-    built = {s: make_attack(attack, m, attacked, toolkit=toolkit, eps=eps_255 / 255, steps=steps) for s, m in sources.items()}
+    each source model (white box on the diagonal, transfer elsewhere). ``attack`` may name one recipe
+    per source."""
+    per_source = {s: attack if isinstance(attack, str) else attack[s] for s in sources}
+    kwargs = attack_kwargs or {}
+    built = {
+        s: make_attack(per_source[s], m, attacked, toolkit=toolkit, eps=eps_255 / 255, steps=steps, **kwargs.get(per_source[s], {}))
+        for s, m in sources.items()
+    }
     clean: dict[str, SegmentationMetrics] = {}
     adv: dict[tuple[str, str], SegmentationMetrics] = {}
     for inputs, labels in tqdm(batches, total=total, desc="transfer", disable=None if progress else True, leave=False):

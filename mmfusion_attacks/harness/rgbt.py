@@ -43,7 +43,7 @@ def load_frames(paths: Sequence[str | Path], size: tuple[int, int] | None = None
     """RGB-T PNG frames (HxWx4 uint8, RGB then thermal, as in the MF dataset) -> a named batch."""
     tensors = []
     for p in paths:
-        array = np.asarray(Image.open(p))
+        array = np.array(Image.open(p))
         if array.ndim != 3 or array.shape[2] != 4:
             raise ValueError(f"{p}: expected an HxWx4 RGB-thermal PNG, got shape {array.shape}")
         x = torch.from_numpy(array).permute(2, 0, 1).float() / 255
@@ -165,23 +165,24 @@ def _transfer(args, fusion, data, out: Path) -> dict[str, Any]:
 
 
 def _defence(args, fusion, data, out: Path) -> dict[str, Any]:
+    """Randomised resize+pad (Xie et al.) against PGD that ignores it (crafted on the base model, as in
+    Xie et al. and Arnab et al.), PGD through it (one random draw per step) and EOT-PGD through it."""
     mult = 16 if args.model == "mfnet" else 32
-    defended = random_resize_pad(fusion, 0.8, 1.2, mult)
-    eps = args.defence_eps
-    subsets = parse_subsets([args.transfer_modality])
-    rows = []
-    for label, model, attack in (("undefended", fusion, "pgd"), ("random resize+pad", defended, "pgd"), ("random resize+pad", defended, "eotpgd")):
-        torch.manual_seed(args.seed)
-        spec = GridSpec(attacks=(attack,), eps_255=(eps,), subsets=subsets, toolkit="torchattacks", steps=args.steps,
-                        attack_kwargs={"eotpgd": {"eot_iter": args.eot_iter}})
-        result = run_grid(model, data, spec, total=len(data))
-        (row,) = result.rows()
-        rows.append({"model": label, "attack": row["attack"], "clean_mIoU": result.clean.miou(), "adv_mIoU": row["mIoU"], "IoU_R": row["IoU_R"]})
-    lines = [f"randomised input transforms vs EOT: PGD eps {eps:g}/255 on {args.transfer_modality.upper()}, {args.steps} steps"
-             f" (EOT: {args.eot_iter} samples per step)"]
-    lines += [f"  {r['model']:<18} {r['attack']:<7} clean mIoU {r['clean_mIoU']:.3f}  adv mIoU {r['adv_mIoU']:.3f}  IoU_R {r['IoU_R']:.3f}" for r in rows]
+    defended = random_resize_pad(fusion, 1 - args.defence_range, 1 + args.defence_range, mult)
+    torch.manual_seed(args.seed)
+    sources = {"PGD on the base model": fusion, "PGD through the defence": defended, "EOT-PGD through the defence": defended}
+    attacks = {"PGD on the base model": "pgd", "PGD through the defence": "pgd", "EOT-PGD through the defence": "eotpgd"}
+    values = run_transfer(
+        sources, {"base model": fusion, "defended model": defended}, data, attack=attacks, eps_255=args.defence_eps,
+        attacked=parse_subsets([args.transfer_modality])[0], steps=args.steps, attack_kwargs={"eotpgd": {"eot_iter": args.eot_iter}},
+        total=len(data),
+    )
+    rows = [{"crafted": s, "evaluated_on": t, "IoU_R": v} for (s, t), v in values.items()]
+    title = (f"randomised input transforms (resize x[{1 - args.defence_range:g}, {1 + args.defence_range:g}] + random pad) vs EOT: "
+             f"IoU ratio, PGD eps {args.defence_eps:g}/255 on {args.transfer_modality.upper()}, {args.steps} steps, "
+             f"EOT {args.eot_iter} samples/step")
     save_rows(rows, out, "defence")
-    return {"table": "\n".join(lines), "rows": rows}
+    return {"table": format_matrix(values, title), "rows": rows}
 
 
 ANALYSES = {"grid": _grid, "least-likely": _least_likely, "transfer": _transfer, "defence": _defence}
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-eps", type=float, default=8)
     p.add_argument("--transfer-modality", default="rgb+ir")
     p.add_argument("--defence-eps", type=float, default=8)
+    p.add_argument("--defence-range", type=float, default=0.1, help="random resize factor in [1-r, 1+r]")
     p.add_argument("--eot-iter", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=400, help="training steps of the synthetic default models")
     p.add_argument("--seed", type=int, default=0)

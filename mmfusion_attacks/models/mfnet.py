@@ -8,14 +8,13 @@ passes the path as ``create_model("mfnet", weights=path)``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..fusion import FusionModel
 from . import register_model
+from .weights import load_weights
 
 __all__ = ["MFNet", "mfnet"]
 
@@ -122,11 +121,7 @@ def mfnet(num_classes: int = 9, weights: str | None = None) -> FusionModel:
     """MFNet behind the packed RGB + thermal interface, in eval mode; ``weights``: the official final.pth."""
     net = MFNet(num_classes)
     if weights is not None:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(
-                f"MFNet weights not found at {weights!r}; the official checkpoint is {_OFFICIAL}"
-            )
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        load_weights(net, weights, f"the official checkpoint is {_OFFICIAL}")
     model = FusionModel(
         net, ["rgb", "ir"], task="segmentation", input_style="packed", num_classes=num_classes
     )

@@ -15,9 +15,8 @@ differences from the public code:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +24,7 @@ from torchvision import models
 
 from ..fusion import FusionModel
 from . import register_model
+from .weights import load_weights
 
 __all__ = ["RTFNet", "TransBottleneck", "load_rtfnet_weights"]
 
@@ -192,21 +192,8 @@ class RTFNet(nn.Module):
 
 
 def load_rtfnet_weights(net: RTFNet, path: str | Path) -> RTFNet:
-    """Load a checkpoint strictly: a plain state_dict (what the public train.py saves), or one wrapped in
-    ``{"state_dict": ...}`` / ``{"model": ...}``, with any ``module.`` (DataParallel) prefix removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"RTFNet weights not found at {str(path)!r}; {WEIGHTS_HELP}")
-    obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"{path}: expected a state_dict mapping, got {type(obj).__name__}")
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
-    net.load_state_dict(state, strict=True)
+    """Load a published RTFNet checkpoint strictly (see :func:`~mmfusion_attacks.models.weights.load_weights`)."""
+    load_weights(net, path, WEIGHTS_HELP)
     return net
 
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..fusion import FusionModel
 from . import register_model
+from .weights import load_weights
 
 __all__ = ["TwoStreamUnet", "smp_early_unet", "smp_twostream_unet"]
 
@@ -37,12 +38,20 @@ class TwoStreamUnet(nn.Module):
         return self.head(self.decoder(fused))
 
 
+_SAVED = "save one with torch.save(fusion.model.state_dict(), path)"
+
+
 @register_model("smp-early-unet")
-def smp_early_unet(num_classes: int = 9, encoder: str = "resnet18") -> FusionModel:
+def smp_early_unet(num_classes: int = 9, encoder: str = "resnet18", weights: str | None = None) -> FusionModel:
     net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=4, classes=num_classes)
+    if weights is not None:
+        load_weights(net, weights, _SAVED)
     return FusionModel(net, ["rgb", "ir"], task="segmentation", input_style="packed", num_classes=num_classes).eval()
 
 
 @register_model("smp-twostream-unet")
-def smp_twostream_unet(num_classes: int = 9, encoder: str = "resnet18") -> FusionModel:
-    return FusionModel(TwoStreamUnet(encoder, num_classes), ["rgb", "ir"], task="segmentation", num_classes=num_classes).eval()
+def smp_twostream_unet(num_classes: int = 9, encoder: str = "resnet18", weights: str | None = None) -> FusionModel:
+    net = TwoStreamUnet(encoder, num_classes)
+    if weights is not None:
+        load_weights(net, weights, _SAVED)
+    return FusionModel(net, ["rgb", "ir"], task="segmentation", num_classes=num_classes).eval()

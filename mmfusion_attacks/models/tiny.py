@@ -8,6 +8,7 @@ from torch import nn
 
 from ..fusion import FusionModel
 from . import register_model
+from .weights import load_weights
 
 __all__ = ["TinyRGBTSegmenter", "tiny_rgbt_segmenter"]
 
@@ -32,5 +33,8 @@ class TinyRGBTSegmenter(nn.Module):
 
 
 @register_model("tiny-rgbt-segmenter")
-def tiny_rgbt_segmenter(num_classes: int = 9, width: int = 16) -> FusionModel:
-    return FusionModel(TinyRGBTSegmenter(num_classes, width), ["rgb", "ir"], task="segmentation", num_classes=num_classes)
+def tiny_rgbt_segmenter(num_classes: int = 9, width: int = 16, weights: str | None = None) -> FusionModel:
+    net = TinyRGBTSegmenter(num_classes, width)
+    if weights is not None:
+        load_weights(net, weights, "save one with torch.save(fusion.model.state_dict(), path)")
+    return FusionModel(net, ["rgb", "ir"], task="segmentation", num_classes=num_classes).eval()
