@@ -1,4 +1,5 @@
-"""Command line: ``mmfusion-attacks demo`` (also ``python -m mmfusion_attacks demo``)."""
+"""Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark) and ``mmfusion-attacks demo``
+(also ``python -m mmfusion_attacks ...``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default=None, help="folder for demo.json and demo.txt")
+    sub.add_parser("rgbt", help="the RGB-T segmentation benchmark (options: mmfusion-attacks rgbt --help)", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rgbt"]:
+        from .harness.rgbt import main as rgbt_main
+
+        rgbt_main(argv[1:])
+        return 0
     args = parser.parse_args(argv)
 
     if args.command == "demo":

@@ -1,10 +1,16 @@
 """Segmentation metrics accumulated as a confusion matrix (never as per-image means).
 
-mAcc is the mean per-class recall TP / (TP + FN); mIoU the mean of TP / (TP + FP + FN). A class that
-appears in neither the labels nor the predictions of everything accumulated has no defined IoU or
-recall and is left out of both means (its per-class value is NaN); a class present in the labels but
-never predicted counts as 0. ``include`` restricts the means to a set of classes (e.g. to exclude
-"unlabeled").
+mAcc is the mean per-class recall TP / (TP + FN); mIoU the mean of TP / (TP + FP + FN), the
+unlabeled class included (the MFNet study's definition; ``include`` restricts the means, e.g. to
+exclude it).
+
+Which classes enter the means (``average``):
+- ``"labels"`` (default): classes present in the labels. The set is the same for every attack on the
+  same data, so cells compare; a pixel wrongly given an absent class still lowers its true class's
+  IoU and recall. On a full test set every class is present and this equals the usual definition.
+- ``"union"``: classes present in the labels or the predictions (``nanmean`` over per-class IoU, as
+  the public MFNet / RTFNet evaluation code does): a spurious class counts as IoU 0.
+A class in neither has no IoU (NaN per class) and never enters a mean.
 """
 
 from __future__ import annotations
@@ -20,8 +26,12 @@ __all__ = ["SegmentationMetrics", "perturbation_norms"]
 class SegmentationMetrics:
     """Streamed confusion matrix for ``(N, H, W)`` predictions and labels."""
 
-    def __init__(self, num_classes: int, *, ignore_index: int | None = None, device: str | torch.device = "cpu") -> None:
-        self.num_classes = num_classes
+    def __init__(
+        self, num_classes: int, *, ignore_index: int | None = None, device: str | torch.device = "cpu", average: str = "labels"
+    ) -> None:
+        if average not in ("labels", "union"):
+            raise ValueError(f"average must be 'labels' or 'union', got {average!r}")
+        self.num_classes, self.average = num_classes, average
         self._cm = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False).to(device)
 
     def update(self, pred: torch.Tensor, labels: torch.Tensor) -> None:
@@ -44,12 +54,15 @@ class SegmentationMetrics:
         # a class never in the labels has no recall; if it is also never predicted it is absent
         return torch.where(support > 0, cm.diag() / support.clamp_min(1), torch.full_like(support, float("nan")))
 
-    @staticmethod
-    def _mean(values: torch.Tensor, include: Iterable[int] | None) -> float:
+    def _mean(self, values: torch.Tensor, include: Iterable[int] | None) -> float:
+        keep = ~values.isnan()
+        if self.average == "labels":
+            keep &= self.confusion.sum(1) > 0
         if include is not None:
-            values = values[list(include)]
-        values = values[~values.isnan()]
-        return float(values.mean()) if values.numel() else float("nan")
+            chosen = torch.zeros_like(keep)
+            chosen[list(include)] = True
+            keep &= chosen
+        return float(values[keep].mean()) if bool(keep.any()) else float("nan")
 
     def miou(self, include: Iterable[int] | None = None) -> float:
         return self._mean(self.per_class_iou(), include)

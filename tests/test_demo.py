@@ -51,6 +51,13 @@ def test_metrics_from_a_confusion_matrix():
     m.update(torch.tensor([[3]]), torch.tensor([[2]]))  # class 2 in labels, never predicted: counts as 0
     assert m.per_class_iou()[2] == 0 and m.per_class_recall()[2] == 0
     assert m.pixel_accuracy() == pytest.approx(3 / 5)
+    # class 3 is only predicted: out of the default mean (same class set for every attack), in "union"
+    assert m.miou() == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    union = SegmentationMetrics(4, average="union")
+    union.update(torch.tensor([[0, 1, 1, 1, 3]]), torch.tensor([[0, 0, 1, 1, 2]]))
+    assert union.miou() == pytest.approx((1 / 2 + 2 / 3 + 0 + 0) / 4)
+    with pytest.raises(ValueError, match="average"):
+        SegmentationMetrics(4, average="macro")
 
 
 def test_model_registry():
@@ -101,3 +108,11 @@ def test_cli_demo(capsys, tmp_path):
     assert code == 0
     assert "SYNTHETIC" in capsys.readouterr().out
     assert (tmp_path / "demo.json").exists()
+
+
+def test_cli_rgbt_delegates_to_the_benchmark(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
+    code = main(["rgbt", "--model", "tiny-rgbt-segmenter", "--limit", "2", "--batch-size", "2", "--steps", "1", "--eps", "10",
+                 "--train-steps", "2", "--size", "32", "32", "--analyses", "grid", "--qualitative", "0", "--out", str(tmp_path / "o")])
+    assert code == 0 and (tmp_path / "o" / "grid.json").exists()
+    assert "MFNet study's grid" in capsys.readouterr().out

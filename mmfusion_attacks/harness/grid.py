@@ -159,12 +159,13 @@ def run_transfer(
     toolkit: str = "torchattacks",
     steps: int = 10,
     attack_kwargs: Mapping[str, dict[str, Any]] | None = None,
+    eval_repeats: int = 1,
     progress: bool = True,
     total: int | None = None,
 ) -> dict[tuple[str, str], float]:
     """IoU ratio (mIoU on adversarials / clean mIoU) of each target model on adversarials crafted on
     each source model (white box on the diagonal, transfer elsewhere). ``attack`` may name one recipe
-    per source."""
+    per source; ``eval_repeats`` scores stochastic targets (randomised defences) over several draws."""
     per_source = {s: attack if isinstance(attack, str) else attack[s] for s in sources}
     kwargs = attack_kwargs or {}
     built = {
@@ -182,6 +183,8 @@ def run_transfer(
             n_classes = model.num_classes or int(model(inputs_t).shape[1])
             clean.setdefault(t, SegmentationMetrics(n_classes, ignore_index=model.ignore_index, device=model.device))
             clean[t].update(preds[t], truth)
+            for _ in range(eval_repeats - 1):
+                clean[t].update(model.predict(inputs_t), truth)
         for s, src in sources.items():
             inputs_s = {k: v.to(src.device) for k, v in inputs.items()}
             truth_s = src.predict(inputs_s) if labels is None else labels.to(src.device)
@@ -190,5 +193,7 @@ def run_transfer(
                 truth = preds[t] if labels is None else labels.to(model.device)
                 key = (s, t)
                 adv.setdefault(key, SegmentationMetrics(clean[t].num_classes, ignore_index=model.ignore_index, device=model.device))
-                adv[key].update(model.predict({k: v.to(model.device) for k, v in crafted.items()}), truth)
+                crafted_t = {k: v.to(model.device) for k, v in crafted.items()}
+                for _ in range(eval_repeats):
+                    adv[key].update(model.predict(crafted_t), truth)
     return {key: m.miou() / clean[key[1]].miou() for key, m in adv.items()}

@@ -175,7 +175,7 @@ def _defence(args, fusion, data, out: Path) -> dict[str, Any]:
     values = run_transfer(
         sources, {"base model": fusion, "defended model": defended}, data, attack=attacks, eps_255=args.defence_eps,
         attacked=parse_subsets([args.transfer_modality])[0], steps=args.steps, attack_kwargs={"eotpgd": {"eot_iter": args.eot_iter}},
-        total=len(data),
+        eval_repeats=4, total=len(data),
     )
     rows = [{"crafted": s, "evaluated_on": t, "IoU_R": v} for (s, t), v in values.items()]
     title = (f"randomised input transforms (resize x[{1 - args.defence_range:g}, {1 + args.defence_range:g}] + random pad) vs EOT: "
@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-eps", type=float, default=8)
     p.add_argument("--transfer-modality", default="rgb+ir")
     p.add_argument("--defence-eps", type=float, default=8)
-    p.add_argument("--defence-range", type=float, default=0.1, help="random resize factor in [1-r, 1+r]")
+    p.add_argument("--defence-range", type=float, default=0.2, help="random resize factor in [1-r, 1+r] (nearest, as Xie et al.)")
     p.add_argument("--eot-iter", type=int, default=8)
     p.add_argument("--train-steps", type=int, default=400, help="training steps of the synthetic default models")
     p.add_argument("--seed", type=int, default=0)

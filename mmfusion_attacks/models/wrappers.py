@@ -29,8 +29,10 @@ def _round(value: float, multiple: int) -> int:
     return max(multiple, multiple * round(value / multiple))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
 
 
 def _image_size(fusion: FusionModel, inputs: dict) -> tuple[int, int]:
@@ -65,14 +67,16 @@ class ScaledFusion(nn.Module):
 class RandomResizePad(nn.Module):
     """Random resize to ``[min_scale, max_scale]`` and random zero-pad to ``max_scale``, logits mapped back."""
 
-    def __init__(self, fusion: FusionModel, min_scale: float = 0.8, max_scale: float = 1.2, size_multiple: int = 32) -> None:
+    def __init__(
+        self, fusion: FusionModel, min_scale: float = 0.8, max_scale: float = 1.2, size_multiple: int = 32, mode: str = "nearest"
+    ) -> None:
         super().__init__()
         if not 0 < min_scale <= max_scale:
             raise ValueError("need 0 < min_scale <= max_scale")
         self.fusion, self.min_scale, self.max_scale, self.size_multiple = fusion, min_scale, max_scale, size_multiple
+        self.mode = mode
 
-    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        h, w = _image_size(self.fusion, inputs)
+    def _one(self, inputs: dict, h: int, w: int) -> torch.Tensor:
         s = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand(()))
         rh, rw = max(1, round(h * s)), max(1, round(w * s))
         m = self.size_multiple
@@ -80,11 +84,18 @@ class RandomResizePad(nn.Module):
         top, left = int(torch.randint(0, ph - rh + 1, ())), int(torch.randint(0, pw - rw + 1, ()))
         pad = (left, pw - rw - left, top, ph - rh - top)
         padded = {
-            n: (F.pad(_resize(v, (rh, rw)), pad) if self.fusion.modalities[n].kind == "image" else v)
+            n: (F.pad(_resize(v, (rh, rw), self.mode), pad) if self.fusion.modalities[n].kind == "image" else v)
             for n, v in inputs.items()
         }
         logits = self.fusion(padded)[..., top : top + rh, left : left + rw]
         return _resize(logits, (h, w))
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """A fresh random transform for every sample (as the defence is applied per image)."""
+        h, w = _image_size(self.fusion, inputs)
+        n = next(v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor))
+        rows = [self._one({k: v[i : i + 1] for k, v in inputs.items()}, h, w) for i in range(n)]
+        return torch.cat(rows) if rows else self.fusion(inputs)
 
 
 def _rewrap(fusion: FusionModel, module: nn.Module) -> FusionModel:
@@ -108,7 +119,8 @@ def multiscale(fusion: FusionModel, scales: Sequence[float] = (0.5, 0.75, 1.0), 
 
 
 def random_resize_pad(
-    fusion: FusionModel, min_scale: float = 0.8, max_scale: float = 1.2, size_multiple: int = 32
+    fusion: FusionModel, min_scale: float = 0.8, max_scale: float = 1.2, size_multiple: int = 32, mode: str = "nearest"
 ) -> FusionModel:
-    """``fusion`` behind a random resize-and-pad input transform (a new draw at every forward)."""
-    return _rewrap(fusion, RandomResizePad(fusion, min_scale, max_scale, size_multiple))
+    """``fusion`` behind a random resize-and-pad input transform (a new draw at every forward); the
+    input resize is nearest-neighbour as in Xie et al. (``mode="bilinear"`` also smooths perturbations)."""
+    return _rewrap(fusion, RandomResizePad(fusion, min_scale, max_scale, size_multiple, mode))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 from conftest import make_batch, rule_labels
+from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
 from mmfusion_attacks import run_attack
-from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 from mmfusion_attacks.attacks import CosPGD, SegPGD, least_likely_targets
 
 

@@ -9,7 +9,14 @@ import torch
 from conftest import make_batch, rule_labels
 
 from mmfusion_attacks.harness import GridSpec, run_grid, run_transfer
-from mmfusion_attacks.harness.report import MF_PALETTE, colorize, format_study_table, plot_curves, save_qualitative, save_rows
+from mmfusion_attacks.harness.report import (
+    MF_PALETTE,
+    colorize,
+    format_study_table,
+    plot_curves,
+    save_qualitative,
+    save_rows,
+)
 from mmfusion_attacks.models.wrappers import at_scale
 
 SPEC = GridSpec(attacks=("fgsm", "pgd"), eps_255=(8, 32), subsets=(("rgb",), ("ir",), ("rgb", "ir")), steps=3)

@@ -63,6 +63,7 @@ def test_frames_use_pseudo_labels_and_need_weights(tmp_path):
 
 def test_mf_layout(tmp_path):
     from data.test_mf_dataset import make_mf_fixture  # the same generator as the loader's tests
+
     from mmfusion_attacks.models import create_model
 
     root = make_mf_fixture(tmp_path / "MF", size=(32, 32))

@@ -1,9 +1,9 @@
 import pytest
 import torch
 from conftest import make_batch
+from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
 from mmfusion_attacks import run_attack
-from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 from mmfusion_attacks.models import create_model
 from mmfusion_attacks.models.wrappers import at_scale, multiscale, random_resize_pad
 from mmfusion_attacks.recipes import make_attack
