@@ -26,7 +26,7 @@ def test_reads_the_public_layout(tmp_path):
     ds = create_dataset("mf", root=root, split="test")
     assert len(ds) == 3 and not ds.synthetic
     item = ds[1]
-    raw = np.asarray(Image.open(root / "images" / "00002N.png"))
+    raw = np.array(Image.open(root / "images" / "00002N.png"))
     assert item["rgb"].shape == (3, 480, 640) and item["ir"].shape == (1, 480, 640)
     assert torch.equal((item["rgb"] * 255).round().byte(), torch.from_numpy(raw[..., :3]).permute(2, 0, 1))
     assert torch.equal((item["ir"][0] * 255).round().byte(), torch.from_numpy(raw[..., 3]))
