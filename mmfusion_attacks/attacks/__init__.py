@@ -6,6 +6,7 @@ SegPGD and CosPGD subclass ``torchattacks.attack.Attack`` (same interface: ``atk
 
 from .cospgd import CosPGD
 from .least_likely import least_likely_targets
+from .pixel_pgd import PixelLossPGD
 from .segpgd import SegPGD
 
-__all__ = ["SegPGD", "CosPGD", "least_likely_targets"]
+__all__ = ["SegPGD", "CosPGD", "PixelLossPGD", "least_likely_targets"]

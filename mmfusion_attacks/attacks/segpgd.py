@@ -9,41 +9,23 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchattacks.attack import Attack
+
+from .pixel_pgd import PixelLossPGD
 
 __all__ = ["SegPGD"]
 
 
-class SegPGD(Attack):
+class SegPGD(PixelLossPGD):
     """Linf SegPGD with the torchattacks interface: ``SegPGD(model, eps, alpha, steps, random_start)``."""
 
-    row_aligned = True
-    supports_segmentation = True
-
     def __init__(self, model: nn.Module, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10, random_start: bool = True) -> None:
-        super().__init__("SegPGD", model)
-        self.eps, self.alpha, self.steps, self.random_start = eps, alpha, steps, random_start
-        self.supported_mode = ["default", "targeted"]
+        super().__init__("SegPGD", model, eps, alpha, steps, random_start)
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        images = images.clone().detach().to(self.device)
-        labels = labels.clone().detach().to(self.device)
-        goal = self.get_target_label(images, labels) if self.targeted else labels
-        adv = images.clone()
-        if self.random_start:
-            adv = (adv + torch.empty_like(adv).uniform_(-self.eps, self.eps)).clamp(0, 1)
-        for t in range(1, self.steps + 1):
-            adv.requires_grad_(True)
-            logits = self.get_logits(adv)
-            pixel_loss = nn.functional.cross_entropy(logits, goal, reduction="none")
-            lam = (t - 1) / (2 * self.steps)
-            on_goal = logits.argmax(1) == goal
-            # untargeted: push correct pixels hardest; targeted: pull pixels not yet on target hardest
-            first, second = (on_goal, ~on_goal) if not self.targeted else (~on_goal, on_goal)
-            loss = ((1 - lam) * pixel_loss * first + lam * pixel_loss * second).mean()
-            if self.targeted:
-                loss = -loss
-            (grad,) = torch.autograd.grad(loss, adv)
-            adv = adv.detach() + self.alpha * grad.sign()
-            adv = (images + (adv - images).clamp(-self.eps, self.eps)).clamp(0, 1).detach()
-        return adv
+    def loss(self, logits: torch.Tensor, goal: torch.Tensor, step: int) -> torch.Tensor:
+        pixel_loss = nn.functional.cross_entropy(logits, goal, reduction="none")
+        lam = (step - 1) / (2 * self.steps)
+        on_goal = logits.argmax(1) == goal
+        # untargeted: push correct pixels hardest; targeted: pull pixels not yet on target hardest
+        first, second = (on_goal, ~on_goal) if not self.targeted else (~on_goal, on_goal)
+        loss = ((1 - lam) * pixel_loss * first + lam * pixel_loss * second).mean()
+        return -loss if self.targeted else loss
