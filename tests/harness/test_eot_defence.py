@@ -6,8 +6,11 @@ defended model draws a transform per sample and is scored over 4 draws. Uses the
 MFNet trained on the synthetic scenes (trained once, ~1.5 min on 2 CPU cores, then cached).
 
 Measured here (IoU ratio on the defended model, eps 8/255 on RGB+IR): plain PGD 0.737, EOT-PGD 0.704,
-against 0.519 white box on the undefended model. The defence clearly blunts plain PGD; EOT recovers
-only part of that (more EOT steps did not help: 30 steps gave 0.713 vs 0.734).
+against 0.519 white box on the undefended model. The margin is small on this model because the
+transformed synthetic model is hard to attack at all (white-box PGD on one fixed draw of the
+transform reaches only 0.66; see docs/rgbt-benchmark.md). The clear-margin check runs on the official
+MFNet and the real frames (tests/harness/test_official_mfnet_study.py); this one checks the
+direction on data every clone has.
 """
 
 import pytest
