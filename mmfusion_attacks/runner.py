@@ -206,6 +206,7 @@ def run_attack(
     batching: Batching = "auto",
     success_fraction: float = 0.5,
     check: bool = True,
+    clean_logits: torch.Tensor | None = None,
 ) -> AdversarialBatch:
     """Run a toolkit attack built on an :class:`AttackSurface` on one named batch.
 
@@ -219,6 +220,8 @@ def run_attack(
             a time (always correct); ``"batch"`` forces whole-batch calls (alignment still checked).
         success_fraction: segmentation only: fraction of pixels that must be fooled for success.
         check: verify the toolkit's output stayed in range and budget (raises on violation).
+        clean_logits: the model's logits on ``inputs`` when the caller already computed them (a grid
+            runs many attacks on one batch); saves one forward pass.
     """
     driver = find_driver(attack)
     surface = driver.surface(attack)
@@ -235,8 +238,12 @@ def run_attack(
     name = f"{driver.toolkit}.{type(attack).__name__}"
 
     with frozen_model_state(surface):  # the surface too: toolkits read its .training flag
-        with torch.no_grad():
-            clean_logits = fusion(work)
+        if clean_logits is None:
+            with torch.no_grad():
+                clean_logits = fusion(work)
+        elif clean_logits.shape[0] != n:
+            raise ValueError(f"clean_logits has {clean_logits.shape[0]} rows, the inputs have {n}")
+        clean_logits = clean_logits.detach().to(device)
         clean_pred = clean_logits.argmax(1)
         if labels is None:
             used, source = clean_pred.clone(), "clean-prediction"

@@ -227,3 +227,26 @@ def test_attack_and_prediction_run_in_eval_mode(toolkit, classifier, cls_labels)
     assert classifier.training  # restored afterwards
     assert torch.equal(result.adv_pred, classifier.predict(result.inputs))
     assert torch.equal(result.clean_pred, classifier.predict(batch))
+
+
+def test_given_clean_logits_save_a_forward_and_change_nothing(classifier, cls_labels):
+    batch = make_batch()
+    calls = []
+    handle = classifier.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        attack = torchattacks.FGSM(to_torchattacks(classifier, "rgb"), eps=8 / 255)
+        plain = run_attack(attack, batch)
+        n_plain = len(calls)
+        was = classifier.training
+        classifier.eval()  # as run_attack computes them (batch norm, dropout)
+        with torch.no_grad():
+            logits = classifier(batch)
+        classifier.train(was)
+        calls.clear()
+        given = run_attack(attack, batch, clean_logits=logits)
+    finally:
+        handle.remove()
+    assert len(calls) == n_plain - 1
+    assert torch.equal(given.inputs["rgb"], plain.inputs["rgb"]) and torch.equal(given.clean_pred, plain.clean_pred)
+    with pytest.raises(ValueError, match="clean_logits has 2 rows"):
+        run_attack(attack, batch, clean_logits=logits[:2])

@@ -133,7 +133,7 @@ def run_grid(
         results: dict[Cell, AdversarialBatch] = {}
         for cell in cells:
             targets = least_likely_targets(logits) if recipe_targets(cell.attack) == "least-likely" else None
-            result = run_attack(attacks[cell], inputs, labels, targets=targets)
+            result = run_attack(attacks[cell], inputs, labels, targets=targets, clean_logits=logits)
             metrics[cell].update(result.adv_pred, labels)
             if targets is not None:
                 hit = on_target.setdefault(cell, [0.0, 0.0])
