@@ -103,6 +103,7 @@ class FusionModel(nn.Module):
             self._check_known(n)
         self.output_key = output_key
         self.ignore_index = ignore_index
+        self.amp_dtype: torch.dtype | None = None
         self._norm_names: list[str] = []
         for name, (mean, std) in (normalize or {}).items():
             mod = self._check_known(name)
@@ -233,8 +234,24 @@ class FusionModel(nn.Module):
     def forward(self, inputs: Batch | None = None, **named: Any) -> torch.Tensor:
         """Logits for a batch given as a mapping or as keyword arguments (no validation: hot path)."""
         batch = dict(inputs or {}, **named)
-        logits = unwrap_logits(self.call_model(batch), self.output_key)
+        if self.amp_dtype is None:
+            logits = unwrap_logits(self.call_model(batch), self.output_key)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+                logits = unwrap_logits(self.call_model(batch), self.output_key)
+            logits = logits.float()
         return self.check_logits(logits)
+
+    def use_amp(self, dtype: torch.dtype | None = torch.bfloat16) -> FusionModel:
+        """Run the wrapped model under ``torch.autocast(dtype)`` (``None``: full precision again).
+        Inputs, perturbations and the returned logits stay float32; only the model's own compute is
+        reduced. bfloat16 by default: it keeps float32's exponent range, so the small input gradients
+        of a per-pixel mean loss do not underflow as they can in float16 (which would need a
+        gradient scaler that the toolkits do not apply)."""
+        if dtype is not None and dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"use_amp takes torch.bfloat16, torch.float16 or None, got {dtype}")
+        self.amp_dtype = dtype
+        return self
 
     @torch.no_grad()
     def predict(self, inputs: Batch) -> torch.Tensor:

@@ -157,3 +157,43 @@ def test_text_modality_passes_through_a_custom_call():
     )
     out = fm({"image": torch.rand(2, 3, 4, 4), "caption": ["a cat", "a big dog"]})
     assert out[:, 1].tolist() == [5.0, 9.0]
+
+
+def test_amp_runs_the_model_in_bfloat16_and_returns_float32_logits(trained_segmenter):
+    batch = make_batch(seed=3)
+    reference = trained_segmenter(batch)
+    seen = []
+    handle = trained_segmenter.model.body[0].register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    try:
+        logits = trained_segmenter.use_amp()(batch)
+    finally:
+        trained_segmenter.use_amp(None)
+        handle.remove()
+    assert seen == [torch.bfloat16] and logits.dtype == torch.float32
+    assert (logits.argmax(1) == reference.argmax(1)).float().mean() > 0.9
+    assert trained_segmenter.amp_dtype is None and trained_segmenter(batch).dtype == torch.float32
+
+
+def test_amp_attacks_keep_the_contract(trained_segmenter):
+    import torchattacks
+    from conftest import rule_labels
+
+    from mmfusion_attacks import run_attack
+    from mmfusion_attacks.adapters.torchattacks import to_torchattacks
+
+    batch = make_batch(seed=4)
+    labels = rule_labels(batch)
+    trained_segmenter.use_amp()
+    try:
+        attack = torchattacks.PGD(to_torchattacks(trained_segmenter, "ir"), eps=16 / 255, alpha=4 / 255, steps=5)
+        result = run_attack(attack, batch, labels)
+    finally:
+        trained_segmenter.use_amp(None)
+    assert torch.equal(result.inputs["rgb"], batch["rgb"]) and result.inputs["ir"].dtype == torch.float32
+    assert float(result.norms["ir"]["linf"].max()) <= 16 / 255 + 1e-6
+    assert (result.adv_pred != result.clean_pred).float().mean() > 0.05  # bfloat16 gradients still move it
+
+
+def test_amp_takes_only_half_precision_dtypes(classifier):
+    with pytest.raises(ValueError, match="use_amp takes"):
+        classifier.use_amp(torch.int8)

@@ -91,12 +91,14 @@ def _model(args: argparse.Namespace, data: _Data, arch: str | None = None, weigh
     arch = arch or args.model
     weights = weights if arch != args.model else (weights or args.weights)
     if weights:
-        return create_model(arch, num_classes=9, weights=weights).to(args.device).eval()
-    if data.kind != "synthetic":
+        fusion = create_model(arch, num_classes=9, weights=weights).to(args.device).eval()
+    elif data.kind != "synthetic":
         raise SystemExit(f"error: --weights is needed for '{arch}' on real data (the embedded default is trained on synthetic scenes)")
-    return synthetic_default(
-        arch, steps=args.train_steps, size=tuple(args.size) if args.size else SYNTHETIC_SIZE, device=args.device, seed=args.seed
-    )
+    else:
+        fusion = synthetic_default(
+            arch, steps=args.train_steps, size=tuple(args.size) if args.size else SYNTHETIC_SIZE, device=args.device, seed=args.seed
+        )
+    return fusion.use_amp() if args.amp else fusion
 
 
 def _header(args: argparse.Namespace, data: _Data, labels_source: str, what: str) -> list[str]:
@@ -104,7 +106,7 @@ def _header(args: argparse.Namespace, data: _Data, labels_source: str, what: str
         f"mmfusion-attacks RGB-T segmentation benchmark: {what}",
         f"data: {data.description}; labels: {labels_source}",
         f"model: {args.model}" + (f" ({args.weights})" if args.weights else " (trained on the synthetic scenes by this project)")
-        + f"; toolkit: {args.toolkit}; PGD steps {args.steps}; mIoU/mAcc include class 0 'unlabeled'"
+        + f"; toolkit: {args.toolkit}; PGD steps {args.steps}" + ("; bfloat16 autocast" if args.amp else "") + "; mIoU/mAcc include class 0 'unlabeled'"
         + ("" if args.include_unlabeled else " -- no: excluded (--exclude-unlabeled)"),
     ]
 
@@ -204,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="iterations of iterative attacks")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--amp", action="store_true", help="run the models under bfloat16 autocast (inputs and perturbations stay float32)")
     p.add_argument("--limit", type=int, default=None, help="number of frames (synthetic default: 32)")
     p.add_argument("--out", default="runs/rgbt_segmentation")
     p.add_argument("--analyses", nargs="+", choices=[*ANALYSES, "all"], default=["all"])

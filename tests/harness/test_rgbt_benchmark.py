@@ -57,7 +57,8 @@ def test_frames_use_pseudo_labels_and_need_weights(tmp_path):
     weights = tmp_path / "tiny.pt"
     torch.save(create_model("tiny-rgbt-segmenter").model.state_dict(), weights)
     out = tmp_path / "o2"
-    main([*FAST, "--images", *paths, "--weights", str(weights), "--analyses", "grid", "--out", str(out)])
+    main([*FAST, "--images", *paths, "--weights", str(weights), "--analyses", "grid", "--amp", "--out", str(out)])
+    assert "bfloat16 autocast" in (out / "grid.txt").read_text()
     assert json.loads((out / "grid.json").read_text())["labels"].startswith("pseudo")
 
 
