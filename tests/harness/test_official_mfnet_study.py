@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmfusion_attacks.harness import GridSpec, run_grid, run_transfer
+from harness.test_eot_defence import plain_vs_eot
+
+from mmfusion_attacks.harness import GridSpec, run_grid
 from mmfusion_attacks.harness.rgbt import load_frames
 from mmfusion_attacks.models import create_model
-from mmfusion_attacks.models.wrappers import random_resize_pad
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mfnet-official"
 FRAMES = [SHARED / "01234N.png", SHARED / "01477D.png"]
@@ -112,21 +113,7 @@ def test_eot_beats_the_randomised_defence_where_plain_pgd_does_not(official):
     Measured: white box 0.07; on the defended model plain PGD 0.48, EOT-PGD 0.36 (seeds 1-3: plain
     0.35 / 0.42 / 0.48, EOT 0.14 / 0.28 / 0.20; the margin is always above 0.1)."""
     fusion, _ = official
-    frames = load_frames(FRAMES, size=(240, 320))
-    torch.manual_seed(0)
-    defended = random_resize_pad(fusion, 0.8, 1.2, size_multiple=16)
-    ratios = run_transfer(
-        {"plain": fusion, "eot": defended},
-        {"base": fusion, "defended": defended},
-        [(frames, None)],
-        attack={"plain": "pgd", "eot": "eotpgd"},
-        eps_255=8,
-        steps=10,
-        attack_kwargs={"eotpgd": {"eot_iter": 8}},
-        eval_repeats=4,
-        progress=False,
-    )
-    white_box, plain, eot = ratios[("plain", "base")], ratios[("plain", "defended")], ratios[("eot", "defended")]
+    white_box, plain, eot = plain_vs_eot(fusion, load_frames(FRAMES, size=(240, 320)), None)
     print(f"white box {white_box:.3f}, plain PGD vs defence {plain:.3f}, EOT-PGD vs defence {eot:.3f}")
     assert plain > white_box + 0.2  # the defence blunts plain PGD
     assert eot < plain - 0.05  # EOT beats it by a clear margin
