@@ -16,7 +16,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,11 @@ from art.estimators.classification.pytorch import PyTorchClassifier
 from art.estimators.pytorch import PyTorchEstimator
 from torch import nn
 
-from mmfusion_attacks.errors import UnsupportedAttackError
+from mmfusion_attacks.errors import RowAlignmentError, UnsupportedAttackError
 from mmfusion_attacks.fusion import FusionModel
 from mmfusion_attacks.modality import normalize_norm
 from mmfusion_attacks.runner import AttackDriver, Budget, register_driver
-from mmfusion_attacks.surface import AttackSurface
+from mmfusion_attacks.surface import AttackSurface, frozen_model_state, unfrozen
 
 __all__ = [
     "PyTorchSegmenter",
@@ -38,6 +39,7 @@ __all__ = [
     "FusionSegmenter",
     "to_art",
     "eps_array",
+    "generate",
     "ArtDriver",
     "ROW_ALIGNED",
 ]
@@ -57,10 +59,11 @@ ROW_ALIGNED = frozenset(
 )
 
 
-def _float32(x: Any) -> Any:
-    """ART's HopSkipJump and Boundary query in float64; PyTorch models want float32."""
-    if isinstance(x, np.ndarray) and x.dtype == np.float64:
+def _as_float32(x: Any) -> Any:
+    if isinstance(x, np.ndarray) and x.dtype != np.float32 and np.issubdtype(x.dtype, np.floating):
         return x.astype(np.float32)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
     return x
 
 
@@ -178,13 +181,13 @@ class PyTorchSegmenter(PyTorchEstimator):
     def _to_tensor(self, x: Any) -> torch.Tensor:
         if isinstance(x, torch.Tensor):
             return x.to(self._device, dtype=torch.float32)
-        return torch.from_numpy(np.ascontiguousarray(_float32(x))).to(self._device)
+        return torch.from_numpy(np.ascontiguousarray(_as_float32(x))).to(self._device)
 
     # ------------------------------------------------------------------ ART API
     def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs) -> np.ndarray:
         """Logits ``(N, C, H, W)`` as float32 numpy."""
         self._model.train(mode=training_mode)
-        x_pre, _ = self._apply_preprocessing(_float32(x), y=None, fit=False)
+        x_pre, _ = self._apply_preprocessing(_as_float32(x), y=None, fit=False)
         outputs = []
         with torch.no_grad():
             for start in range(0, len(x_pre), batch_size):
@@ -202,7 +205,7 @@ class PyTorchSegmenter(PyTorchEstimator):
             x_grad = self._to_tensor(x.detach() if is_tensor else x).clone().requires_grad_(True)
             x_in, _ = self._apply_preprocessing(x_grad, y=None, fit=False, no_grad=False)
         else:
-            x_pre, _ = self._apply_preprocessing(_float32(x) if not is_tensor else x.cpu().numpy(), y=None, fit=False)
+            x_pre, _ = self._apply_preprocessing(_as_float32(x) if not is_tensor else x.cpu().numpy(), y=None, fit=False)
             x_grad = self._to_tensor(x_pre).requires_grad_(True)
             x_in = x_grad
         logits = self._logits(x_in)
@@ -219,7 +222,7 @@ class PyTorchSegmenter(PyTorchEstimator):
 
     def compute_loss(self, x: np.ndarray, y: Any, reduction: str = "none", **kwargs) -> np.ndarray:
         """Per-sample mean pixel cross-entropy (``reduction`` ``"none"``, ``"mean"`` or ``"sum"``)."""
-        x_pre, _ = self._apply_preprocessing(_float32(x), y=None, fit=False)
+        x_pre, _ = self._apply_preprocessing(_as_float32(x), y=None, fit=False)
         self._model.eval()
         with torch.no_grad():
             losses = self._sample_loss(self._logits(self._to_tensor(x_pre)), self._labels(y)).cpu().numpy()
@@ -252,7 +255,7 @@ class PyTorchSegmenter(PyTorchEstimator):
         if self._optimizer is None:
             raise ValueError("fit() needs an optimizer: pass optimizer= when creating the PyTorchSegmenter")
         self._model.train(mode=training_mode)
-        x_pre, _ = self._apply_preprocessing(_float32(x), y=None, fit=True)
+        x_pre, _ = self._apply_preprocessing(_as_float32(x), y=None, fit=True)
         labels = self._labels(y)
         for _ in range(nb_epochs):
             order = torch.randperm(len(x_pre))
@@ -262,6 +265,24 @@ class PyTorchSegmenter(PyTorchEstimator):
                 loss = self._sample_loss(self._logits(self._to_tensor(x_pre[idx.numpy()])), labels[idx.to(labels.device)]).mean()
                 loss.backward()
                 self._optimizer.step()
+
+    def clone_for_refitting(self) -> PyTorchSegmenter:
+        """A copy with the same architecture, optimizer type and settings, weights reset, for refitting."""
+        import copy
+
+        model = copy.deepcopy(self._model)
+        if self._optimizer is None:
+            raise ValueError("clone_for_refitting needs an optimizer to refit with (pass optimizer=)")
+        optimizer = type(self._optimizer)(model.parameters(), **self._optimizer.defaults)
+        clone = type(self)(model, self.input_shape, self.nb_classes, optimizer=optimizer)
+        for module in clone._model.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+        params = self.get_params()
+        for key in ("model", "optimizer", "input_shape", "nb_classes"):
+            params.pop(key, None)
+        clone.set_params(**params)
+        return clone
 
     def get_activations(self, x: np.ndarray, layer: int | str, batch_size: int = 128, framework: bool = False) -> Any:
         """Output of a named (or indexed) submodule, collected with a forward hook."""
@@ -282,10 +303,40 @@ class PyTorchSegmenter(PyTorchEstimator):
         return np.concatenate([c.detach().cpu().numpy() for c in captured])
 
 
-class _SurfaceShape:
-    """Mixin: the input shape follows the batch bound on the surface (ART reads it in Square, ZOO...)."""
+@contextmanager
+def _kept_state(module: nn.Module, *, params: bool) -> Iterator[None]:
+    """Every module's train/eval mode restored afterwards (ART leaves the mode it set); with ``params``
+    the parameters' gradients are neither computed nor touched (ART's ``loss_gradient`` calls
+    ``zero_grad()``, which would wipe gradients the user accumulated)."""
+    modes = [(m, m.training) for m in module.modules()]
+    saved = [(p, p.grad, p.requires_grad) for p in module.parameters()] if params else []
+    for p, _, _ in saved:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, grad, flag in saved:
+            p.grad = grad
+            p.requires_grad_(flag)
+
+
+class _FusionEstimator:
+    """What both fusion estimators share: the input shape follows the surface's packing; the frozen
+    modalities come from an explicit, documented context (:meth:`set_context`, :meth:`bound`) in which
+    every row ART hands over is paired with its own example by content; model modes and the user's
+    parameter gradients are restored after every call; float64 (ART's numpy default, FeatureSqueezing
+    under numpy 2, HopSkipJump) is cast to float32 at the boundary."""
 
     _surface: AttackSurface
+    _context_batch: Mapping[str, Any] | None
+    _context_radius: Any
+
+    def _init_context(self, context: Mapping[str, Any] | None, radius: Any) -> None:
+        self._context_batch, self._context_radius = None, radius
+        if context is not None:
+            self.set_context(context, radius=radius)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -293,48 +344,165 @@ class _SurfaceShape:
             return self._surface.packing.sample_shape
         given = getattr(self, "_input_shape", None)
         if given:
-            return given
-        raise RuntimeError(
-            f"the input shape of the surface for {list(self._surface.attacked)} is known once a batch is bound: "
-            "pass sample= or input_shape= to to_art(), or build the attack inside `with est.surface.bound(one_sample):`"
-        )
+            return tuple(given)
+        try:
+            return self._surface._declared_packing().sample_shape
+        except RuntimeError:
+            raise RuntimeError(
+                f"the input shape of the surface for {list(self._surface.attacked)} is known once a batch is "
+                "bound: pass sample= or context= to to_art(), or call est.set_context(batch)"
+            ) from None
 
     @property
     def surface(self) -> AttackSurface:
         return self._surface
 
+    # ------------------------------------------------------------------ context
+    @property
+    def context(self) -> Mapping[str, Any] | None:
+        """The examples (all modalities, by name) whose frozen modalities queries are paired with."""
+        return self._context_batch
 
-class FusionClassifier(_SurfaceShape, PyTorchClassifier):
-    """``PyTorchClassifier`` over an :class:`AttackSurface`; casts ART's float64 queries to float32."""
+    @context.setter
+    def context(self, batch: Mapping[str, Any] | None) -> None:
+        if batch is None:
+            self.clear_context()
+        else:
+            self.set_context(batch, radius=self._context_radius)
 
-    def __init__(self, surface: AttackSurface, nb_classes: int, *, loss: nn.Module | None = None, **kwargs: Any) -> None:
-        self._surface = surface
-        kwargs.setdefault("device_type", _device_type(surface))
-        kwargs.setdefault("input_shape", ())
-        super().__init__(model=surface, loss=loss or nn.CrossEntropyLoss(), nb_classes=nb_classes, **kwargs)
+    def set_context(self, batch: Mapping[str, Any], *, radius: Any = None) -> Any:
+        """Hold ``batch`` (every modality, by name) as the examples this estimator answers for.
 
-    def predict(self, x: np.ndarray, batch_size: int = 128, training_mode: bool = False, **kwargs) -> np.ndarray:
-        return super().predict(_float32(x), batch_size=batch_size, training_mode=training_mode, **kwargs)
+        From then on ``predict``, ``fit``, ``loss_gradient``... and every ART attack or trainer may hand
+        over rows of ``batch``'s attacked modalities in any order, subset or batch size, clean or
+        perturbed within ``radius`` (in each modality's own units; default: its threat model): each
+        row gets the frozen modalities of its own example, or a :class:`RowAlignmentError`. Returns the
+        attacked modalities packed as this estimator's ``x`` (numpy, float32).
+        """
+        batch = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+        batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in batch.items()}
+        x = self._surface.bind(batch, radius=radius)
+        self._context_batch, self._context_radius = batch, radius
+        return x.detach().cpu().numpy()
 
-    def loss_gradient(self, x: Any, y: Any, training_mode: bool = False, **kwargs) -> Any:
-        return super().loss_gradient(_float32(x), y, training_mode=training_mode, **kwargs)
+    def clear_context(self) -> None:
+        self._surface.unbind()
+        self._context_batch = None
 
-    def class_gradient(self, x: Any, label: Any = None, training_mode: bool = False, **kwargs) -> Any:
-        return super().class_gradient(_float32(x), label=label, training_mode=training_mode, **kwargs)
+    @contextmanager
+    def bound(self, batch: Mapping[str, Any], *, radius: Any = None, pairing: str = "content") -> Iterator[np.ndarray]:
+        """``with est.bound(batch) as x:`` — :meth:`set_context` for the block only (the previous context
+        returns afterwards); the model is not frozen, so training inside works."""
+        previous = (self._surface._table, self._surface.packing, self._context_batch, self._context_radius)
+        try:
+            self._surface.bind(batch, radius=radius, pairing=pairing)  # type: ignore[arg-type]
+            self._context_batch, self._context_radius = batch, radius
+            yield self._surface.pack(batch).cpu().numpy()
+        finally:
+            self._surface._table, self._surface.packing, self._context_batch, self._context_radius = previous
 
-    def compute_loss(self, x: Any, y: Any, reduction: str = "none", **kwargs) -> Any:
-        return super().compute_loss(_float32(x), y, reduction=reduction, **kwargs)
+    def x_for(self, batch: Mapping[str, Any]) -> np.ndarray:
+        """The attacked modalities of ``batch`` packed as this estimator's ``x`` (numpy, float32)."""
+        return self._surface.pack(batch).detach().cpu().numpy().astype(np.float32)
+
+    def check_pairing(self, x: Any, what: str = "x") -> np.ndarray:
+        """The context example of every row of ``x`` (raises before any work when a row cannot be paired)."""
+        t = torch.as_tensor(np.asarray(_as_float32(x)) if not isinstance(x, torch.Tensor) else x)
+        try:
+            return self._surface.pair(t.to(self._surface.fusion.device)).numpy()
+        except RowAlignmentError as err:
+            raise RowAlignmentError(f"{type(self).__name__}: {what}: {err}") from None
+
+    # ------------------------------------------------------------------ state hygiene
+    def _apply_preprocessing(self, x: Any, y: Any, fit: bool, **kwargs: Any) -> Any:
+        x_pre, y_pre = super()._apply_preprocessing(_as_float32(x), y=y, fit=fit, **kwargs)  # type: ignore[misc]
+        return _as_float32(x_pre), y_pre
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+        with _kept_state(self._surface, params=False):
+            return super().predict(_as_float32(x), *args, **kwargs)  # type: ignore[misc]
+
+    def loss_gradient(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        with _kept_state(self._surface, params=True):
+            return super().loss_gradient(_as_float32(x), y, *args, **kwargs)  # type: ignore[misc]
+
+    def compute_loss(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> Any:
+        with _kept_state(self._surface, params=False):
+            return super().compute_loss(_as_float32(x), y, *args, **kwargs)  # type: ignore[misc]
+
+    def fit(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> None:
+        """ART's ``fit``, with every row checked against the context before training starts (rows are
+        shuffled inside; each still meets its own example's frozen modalities)."""
+        x = _as_float32(x)
+        if self._surface.frozen:
+            self.check_pairing(x, "fit")
+        with unfrozen(self._surface), _kept_state(self._surface, params=False):
+            super().fit(x, y, *args, **kwargs)  # type: ignore[misc]
 
 
-class FusionSegmenter(_SurfaceShape, PyTorchSegmenter):
-    """:class:`PyTorchSegmenter` over an :class:`AttackSurface`."""
+class FusionClassifier(_FusionEstimator, PyTorchClassifier):
+    """``PyTorchClassifier`` over an :class:`AttackSurface` (same constructor, so ART can clone it).
 
-    def __init__(self, surface: AttackSurface, nb_classes: int, **kwargs: Any) -> None:
-        self._surface = surface
-        kwargs.setdefault("device_type", _device_type(surface))
-        kwargs.setdefault("input_shape", ())
-        kwargs.setdefault("ignore_index", surface.fusion.ignore_index)
-        super().__init__(surface, nb_classes=nb_classes, **kwargs)
+    :param model: the attack surface (``fusion.surface(attacked)``; ``to_art`` builds it).
+    :param context: a batch (every modality, by name) to hold as the examples queries are paired with.
+    :param radius: how far (each modality's own units) a query row may lie from its example.
+    Everything else is ``PyTorchClassifier``'s.
+    """
+
+    estimator_params = PyTorchClassifier.estimator_params + ["context"]
+
+    def __init__(
+        self,
+        model: AttackSurface,
+        loss: nn.Module | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        nb_classes: int | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        *args: Any,
+        context: Mapping[str, Any] | None = None,
+        radius: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, AttackSurface):
+            raise TypeError(f"FusionClassifier wraps an AttackSurface (use to_art(fusion, attacked)), got {type(model).__name__}")
+        self._surface = model
+        nb_classes = nb_classes or model.fusion.num_classes
+        if nb_classes is None:
+            raise ValueError("FusionClassifier needs nb_classes (or FusionModel(num_classes=...))")
+        kwargs.setdefault("device_type", _device_type(model))
+        super().__init__(model, loss or nn.CrossEntropyLoss(), tuple(input_shape or ()), nb_classes, optimizer, *args, **kwargs)
+        self._init_context(context, radius)
+
+    def class_gradient(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        with _kept_state(self._surface, params=True):
+            return super().class_gradient(_as_float32(x), *args, **kwargs)
+
+
+class FusionSegmenter(_FusionEstimator, PyTorchSegmenter):
+    """:class:`PyTorchSegmenter` over an :class:`AttackSurface` (same constructor, so it can be cloned)."""
+
+    estimator_params = PyTorchSegmenter.estimator_params + ["context"]
+
+    def __init__(
+        self,
+        model: AttackSurface,
+        input_shape: tuple[int, ...] | None = None,
+        nb_classes: int | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+        radius: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(model, AttackSurface):
+            raise TypeError(f"FusionSegmenter wraps an AttackSurface (use to_art(fusion, attacked)), got {type(model).__name__}")
+        self._surface = model
+        nb_classes = nb_classes or model.fusion.num_classes
+        if nb_classes is None:
+            raise ValueError("FusionSegmenter needs nb_classes (or FusionModel(num_classes=...))")
+        kwargs.setdefault("device_type", _device_type(model))
+        kwargs.setdefault("ignore_index", model.fusion.ignore_index)
+        super().__init__(model, tuple(input_shape or ()), nb_classes, **kwargs)
+        self._init_context(context, radius)
 
 
 def _clip_values(surface: AttackSurface) -> Any:
@@ -356,40 +524,70 @@ def to_art(
     attacked: str | Sequence[str],
     *,
     sample: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    radius: Any = None,
+    units: str | None = None,
+    budget: Mapping[str, float] | None = None,
     nb_classes: int | None = None,
     **kwargs: Any,
 ) -> FusionClassifier | FusionSegmenter:
     """One line from a :class:`FusionModel` to an ART estimator that exposes only ``attacked``.
 
-    ``sample`` (a batch) fixes the packing up front; it is needed only when attacked modalities are
-    not all images with declared channels and differ in valid range. ``nb_classes`` defaults to the
-    FusionModel's (or is read from one forward pass of ``sample``).
+    Args:
+        sample: a batch that fixes the packing (and so ``input_shape``) up front, without holding it.
+        context: a batch to hold as the examples every query is paired with (see
+            :meth:`FusionClassifier.set_context`); ``run_attack`` binds its own batch instead.
+        radius: the pairing radius for ``context`` (each modality's own units; default its threat model).
+        units: what ART sees: ``"native"`` (each modality's own values) or ``"unit"`` (each mapped to
+            [0, 1]). Default: native when the attacked modalities share one valid range, else unit (so
+            ``clip_values`` are two floats, which JSMA and ZOO need; eps is then a fraction of each range).
+        budget: ``{modality: eps}`` in each modality's own units: the attacked modalities are scaled so
+            that ONE scalar eps, ``est.surface.eps``, is each modality's budget (for attacks that take only
+            a scalar eps: PGD with random init, AutoPGD, Square...).
+        nb_classes: defaults to the FusionModel's (or one forward pass of ``sample``).
     """
-    surface = AttackSurface(fusion, attacked)
-    if sample is not None:
-        surface.bind(sample)  # fixes the packing (and so input_shape) for the estimator
+    if budget is not None and units is not None:
+        raise ValueError("give either units= or budget=, not both")
+    if budget is None and units is None:
+        ranges = {fusion.modality(n).valid_range for n in ([attacked] if isinstance(attacked, str) else attacked)}
+        units = "native" if len(ranges) == 1 else "unit"
+    surface = AttackSurface(fusion, attacked, units=budget if budget is not None else units)
+    probe = sample if sample is not None else context
+    if probe is not None:
+        surface.bind(probe)  # fixes the packing (and so input_shape) for the estimator
         if nb_classes is None and fusion.num_classes is None:
-            with torch.no_grad():
-                nb_classes = int(fusion(sample).shape[1])
+            with torch.no_grad(), frozen_model_state(fusion):
+                nb_classes = int(fusion(probe).shape[1])
         surface.unbind()
     nb_classes = nb_classes or fusion.num_classes
     if nb_classes is None:
         raise ValueError("to_art needs nb_classes (or FusionModel(num_classes=...), or a sample batch)")
     kwargs.setdefault("clip_values", _clip_values(surface))
     if fusion.task == "segmentation":
-        return FusionSegmenter(surface, nb_classes, **kwargs)
-    return FusionClassifier(surface, nb_classes, **kwargs)
+        return FusionSegmenter(surface, nb_classes=nb_classes, context=context, radius=radius, **kwargs)
+    return FusionClassifier(surface, nb_classes=nb_classes, context=context, radius=radius, **kwargs)
 
 
 def eps_array(estimator: FusionClassifier | FusionSegmenter | AttackSurface, eps: Mapping[str, float]) -> np.ndarray:
-    """A per-modality budget for ART's ``eps`` / ``eps_step`` (shape ``(C, 1, 1)`` or ``(D,)``)."""
+    """A per-modality budget for ART's ``eps`` / ``eps_step``, given in each modality's own units and
+    returned in the estimator's (shape ``(C, 1, 1)`` or ``(D,)``)."""
     surface = estimator if isinstance(estimator, AttackSurface) else estimator.surface
-    return surface.per_element(eps).numpy().astype(np.float32)
+    return surface.toolkit_eps(eps).numpy().astype(np.float32)
+
+
+#: ART attacks that take only a scalar eps (or crash with an array): refused up front with array eps.
+SCALAR_EPS_ONLY = frozenset({"AutoProjectedGradientDescent", "AutoConjugateGradient", "SquareAttack", "UniversalPerturbation"})
+#: ART attacks that crash on per-element clip values (JSMA: saliency_map.py IndexError; ZOO: broadcast).
+SCALAR_CLIP_ONLY = frozenset({"SaliencyMapMethod", "ZooAttack"})
+#: ART attacks that are targeted whatever their ``targeted`` attribute says.
+ALWAYS_TARGETED = frozenset({"SaliencyMapMethod", "TargetedUniversalPerturbation"})
 
 
 class ArtDriver(AttackDriver):
     toolkit = "art"
     row_aligned = ROW_ALIGNED
+    within_budget = frozenset({"AutoProjectedGradientDescent", "SquareAttack"})
+    universal = frozenset({"UniversalPerturbation", "TargetedUniversalPerturbation"})
 
     def accepts(self, attack: Any) -> bool:
         return isinstance(attack, EvasionAttack)
@@ -408,10 +606,63 @@ class ArtDriver(AttackDriver):
     def chunk_size(self, attack: EvasionAttack) -> int | None:
         return min(int(getattr(attack, "batch_size", 128)), 128)
 
+    def preflight(self, attack: EvasionAttack, surface: AttackSurface, budget: Budget | None) -> None:
+        name = type(attack).__name__
+        eps = getattr(attack, "eps", None)
+        array_eps = eps is not None and np.asarray(eps).size > 1
+        if array_eps and (name in SCALAR_EPS_ONLY or (name.startswith("ProjectedGradientDescent") and getattr(attack, "num_random_init", 0) > 0)):
+            raise UnsupportedAttackError(
+                f"ART {name} cannot take a per-element eps array"
+                + (" with num_random_init > 0 (its random start fails to broadcast)" if name.startswith("Projected") else "")
+                + f": build the estimator with to_art(fusion, {list(surface.attacked)}, budget={{modality: eps}}) "
+                "so that one scalar eps (est.surface.eps) is each modality's own budget"
+            )
+        clip = getattr(attack.estimator, "clip_values", None)
+        if name in SCALAR_CLIP_ONLY and clip is not None and np.asarray(clip[0]).size > 1:
+            raise UnsupportedAttackError(
+                f"ART {name} fails on per-element clip values (the attacked modalities {list(surface.attacked)} "
+                "have different ranges in the estimator's units): build the estimator with "
+                "to_art(fusion, attacked, units='unit') so every modality is seen in [0, 1]"
+            )
+
     def generate(self, attack: EvasionAttack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         x_np = x.detach().cpu().numpy().astype(np.float32)
         y_np = None if y is None else y.detach().cpu().numpy()
         return torch.from_numpy(np.asarray(attack.generate(x=x_np, y=y_np), dtype=np.float32))
+
+    def generate_universal(self, attack: EvasionAttack, surface: AttackSurface, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """ART's universal loop queries one example at a time (``x_i + noise``, within the budget: paired by
+        content) and runs its inner attacker on it; the inner attacker may move that row anywhere, so it
+        runs with that example alone bound, and the prediction of its output is paired with it too."""
+        table = surface.context
+        assert table is not None
+        make = attack._get_attack
+
+        def get_attack(name: str, params: Any = None) -> Any:
+            inner = make(name, params)
+            plain = inner.generate
+
+            def generate_one(x_i: np.ndarray, y: Any = None, **kwargs: Any) -> np.ndarray:
+                (k,) = surface.pair(torch.as_tensor(np.asarray(x_i, dtype=np.float32)).to(x.device)).tolist()
+                table.fallback = None
+                row = {n: v[k : k + 1] if isinstance(v, torch.Tensor) else v[k : k + 1] for n, v in table.context.items()}
+                outer = surface._table
+                surface._table = type(table)(table.keys[k : k + 1], row, table.radius, attacked=table.attacked, pairing="broadcast")
+                try:
+                    return plain(x_i, y=y, **kwargs)
+                finally:
+                    surface._table = outer
+                    table.fallback = k  # ART predicts the inner attacker's output next: same example
+
+            inner.generate = generate_one
+            return inner
+
+        attack._get_attack = get_attack
+        try:
+            return self.generate(attack, x, y)
+        finally:
+            del attack._get_attack
+            table.fallback = None
 
     def budget(self, attack: EvasionAttack, surface: AttackSurface) -> Budget | None:
         eps, norm = getattr(attack, "eps", None), getattr(attack, "norm", None)
@@ -421,7 +672,50 @@ class ArtDriver(AttackDriver):
         return Budget(normalize_norm(norm), float(eps_t) if eps_t.ndim == 0 else eps_t)
 
     def targeted(self, attack: EvasionAttack) -> bool:
-        return bool(getattr(attack, "targeted", False))
+        return type(attack).__name__ in ALWAYS_TARGETED or bool(getattr(attack, "targeted", False))
+
+    def extras(self, attack: EvasionAttack) -> dict[str, Any]:
+        if type(attack).__name__ in self.universal:
+            return {
+                "universal_perturbation": torch.as_tensor(np.asarray(attack.noise)),
+                "fooling_rate": attack.fooling_rate,
+                "converged": attack.converged,
+            }
+        return {}
+
+
+def generate(attack: EvasionAttack, x: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+    """``attack.generate(x, y)`` for any ART attack on a fusion estimator with a context: rows of ``x``
+    are paired with their examples first (an error before any work if one cannot be), then the attack
+    runs batched where that is safe (attacks that keep row order, or query only within their budget)
+    and one example at a time otherwise (DeepFool, Carlini, HopSkipJump, Boundary, ZOO...)."""
+    driver = ArtDriver()
+    surface = driver.surface(attack)
+    est = attack.estimator
+    x32 = np.asarray(_as_float32(np.asarray(x) if not isinstance(x, torch.Tensor) else x.cpu().numpy()))
+    if not surface.frozen:
+        return attack.generate(x32, y, **kwargs)
+    idx = est.check_pairing(x32, "generate")
+    table = surface.context
+    assert table is not None
+    mode = driver.batching(attack)
+    budget = driver.budget(attack, surface)
+    rows = {n: (v.index_select(0, torch.as_tensor(idx).to(v.device)) if isinstance(v, torch.Tensor) else [v[i] for i in idx]) for n, v in table.context.items()}
+    outer = surface._table
+    try:
+        if mode in ("batch", "content", "universal") and budget is not None:
+            radius = surface.budget_radius(budget.norm, budget.eps)
+            keys = torch.as_tensor(x32).to(table.keys.device)
+            surface._table = type(table)(keys, rows, radius, attacked=table.attacked, pairing="position" if mode == "batch" else "content")
+            return attack.generate(x32, y, **kwargs)
+        outs = []
+        for i in range(len(x32)):
+            row = {n: (v[i : i + 1] if isinstance(v, torch.Tensor) else v[i : i + 1]) for n, v in rows.items()}
+            surface._table = type(table)(torch.as_tensor(x32[i : i + 1]).to(table.keys.device), row, table.radius, attacked=table.attacked, pairing="broadcast")
+            outs.append(attack.generate(x32[i : i + 1], None if y is None else y[i : i + 1], **kwargs))
+        return np.concatenate(outs)
+    finally:
+        surface._table = outer
 
 
 register_driver(ArtDriver())

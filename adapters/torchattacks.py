@@ -4,15 +4,18 @@
     atk = torchattacks.PGD(surface, eps=8/255)
     result = run_attack(atk, batch, labels)          # or: with surface.bound(batch) as x: atk(x, labels)
 
-torchattacks clamps every input to [0, 1] and takes one scalar eps, so attacked modalities must be
-declared with ``valid_range=(0, 1)``; normalisation belongs inside the model (``FusionModel(normalize=)``),
-not in ``Attack.set_normalization_used``. Segmentation logits ``(N, C, H, W)`` with labels ``(N, H, W)``
+torchattacks clamps every input to [0, 1] and takes one scalar eps. The surface shows it each
+attacked modality mapped exactly onto [0, 1] by its declared valid range (a thermal camera in [0, 2]
+or [-1, 1] works; eps is then a fraction of each modality's range), or, with ``budget={modality: eps}``,
+scaled so that one scalar eps (``surface.eps``) is each modality's own budget. Results come back in
+each modality's own units. Normalisation belongs inside the model (``FusionModel(normalize=)``), not
+in ``Attack.set_normalization_used``. Segmentation logits ``(N, C, H, W)`` with labels ``(N, H, W)``
 work unchanged with FGSM, PGD, PGDL2, BIM, MIFGSM (their cross-entropy is per pixel).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +27,7 @@ from mmfusion_attacks.modality import normalize_norm
 from mmfusion_attacks.runner import AttackDriver, Budget, register_driver
 from mmfusion_attacks.surface import AttackSurface
 
-__all__ = ["to_torchattacks", "TorchattacksDriver", "ROW_ALIGNED", "SEGMENTATION_SUPPORTED"]
+__all__ = ["to_torchattacks", "TorchattacksDriver", "ROW_ALIGNED", "WITHIN_BUDGET", "SEGMENTATION_SUPPORTED"]
 
 #: Attacks that only ever query their whole input batch, in order: safe to run batched.
 #: Anything else (APGD, APGDT, FAB, Square, DeepFool, AutoAttack, OnePixel, Pixle, SparseFool, JSMA,
@@ -36,23 +39,43 @@ ROW_ALIGNED = frozenset(
     }
 )  # fmt: skip
 
+#: Bounded attacks that take subsets of rows but query only within their eps ball: batched, rows
+#: paired with their examples by content.
+WITHIN_BUDGET = frozenset({"APGD", "APGDT", "Square"})
+
 #: Attacks that accept segmentation labels ``(N, H, W)`` (checked in tests/adapters).
 SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "EOTPGD"})
 
 
 def _check_unit_range(surface: AttackSurface) -> None:
+    bounds = surface.bounds()
     for name in surface.attacked:
-        rng = surface.fusion.modalities[name].valid_range
-        if rng != (0.0, 1.0):
+        if surface.fusion.modalities[name].valid_range is None:
             raise UnsupportedAttackError(
-                f"modality '{name}' has valid range {rng}, but torchattacks clamps inputs to [0, 1]: declare "
-                "the modality in [0, 1] and move scaling / mean-std into FusionModel(normalize=...), or use ART"
+                f"modality '{name}' is unbounded, but torchattacks clamps every input to [0, 1]: declare its "
+                "valid_range, or use ART"
             )
+    if bounds is None:
+        return
+    lo, hi = bounds
+    if float(torch.as_tensor(lo).min()) < -1e-12 or float(torch.as_tensor(hi).max()) > 1 + 1e-12:
+        raise UnsupportedAttackError(
+            f"the surface shows {list(surface.attacked)} outside [0, 1], but torchattacks clamps every input to "
+            "[0, 1]: build it with to_torchattacks(fusion, attacked), which maps each modality onto [0, 1]"
+        )
 
 
-def to_torchattacks(fusion: FusionModel, attacked: str | Sequence[str]) -> AttackSurface:
-    """One line from a :class:`FusionModel` to a module torchattacks can attack (only ``attacked`` moves)."""
-    surface = AttackSurface(fusion, attacked)
+def to_torchattacks(
+    fusion: FusionModel, attacked: str | Sequence[str], *, budget: Mapping[str, float] | None = None
+) -> AttackSurface:
+    """One line from a :class:`FusionModel` to a module torchattacks can attack (only ``attacked`` moves).
+
+    Each attacked modality is shown in [0, 1] (mapped exactly by its valid range), so ``eps`` is a
+    fraction of each modality's range. ``budget={modality: eps}`` (each in its own units) instead
+    scales the modalities so that ONE scalar eps, ``surface.eps``, is each one's budget:
+    ``torchattacks.PGD(s, eps=s.eps, alpha=s.eps / 4)``.
+    """
+    surface = AttackSurface(fusion, attacked, units=budget if budget is not None else "unit", flat_as_image=True)
     _check_unit_range(surface)
     return surface
 
@@ -60,6 +83,7 @@ def to_torchattacks(fusion: FusionModel, attacked: str | Sequence[str]) -> Attac
 class TorchattacksDriver(AttackDriver):
     toolkit = "torchattacks"
     row_aligned = ROW_ALIGNED
+    within_budget = WITHIN_BUDGET
 
     def accepts(self, attack: Any) -> bool:
         return isinstance(attack, Attack)
@@ -90,7 +114,30 @@ class TorchattacksDriver(AttackDriver):
             )
         return surface
 
+    def targeted(self, attack: Attack) -> bool:
+        return bool(attack.targeted)
+
+    def auto_targets(self, attack: Attack, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The targets of torchattacks' random / least-likely / custom modes, from its own functions."""
+        if attack.attack_mode == "targeted(label)":
+            return None
+        return attack.get_target_label(x, labels).to(labels.device).long()
+
+    def honours_bounds(self, attack: Attack, surface: AttackSurface) -> bool:
+        return surface.bounds() == (0.0, 1.0)  # narrower per-modality ranges are projected afterwards
+
     def generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if attack.targeted and attack.attack_mode != "targeted(label)":
+            # the runner computed (or was given) the targets: run with them, then restore the mode
+            mode = attack.attack_mode
+            attack.attack_mode = "targeted(label)"
+            try:
+                return self._generate(attack, x, y)
+            finally:
+                attack.attack_mode = mode
+        return self._generate(attack, x, y)
+
+    def _generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         ignore = attack.model.fusion.ignore_index
         if ignore is not None and y is not None and bool((y == ignore).any()):
             raise UnsupportedAttackError(
@@ -111,8 +158,6 @@ class TorchattacksDriver(AttackDriver):
         norm = getattr(attack, "norm", "2" if type(attack).__name__.endswith("L2") else "inf")
         return Budget(normalize_norm(norm), float(eps))
 
-    def targeted(self, attack: Attack) -> bool:
-        return bool(attack.targeted) and attack.attack_mode == "targeted(label)"
 
 
 register_driver(TorchattacksDriver())

@@ -13,6 +13,8 @@ from .errors import (
     MissingModalityError,
     MMFusionError,
     NonFiniteInputError,
+    NonFiniteOutputError,
+    NoPerturbationWarning,
     RowAlignmentError,
     ShapeMismatchError,
     UnknownModalityError,
@@ -21,7 +23,16 @@ from .errors import (
 )
 from .fusion import FusionModel, unwrap_logits
 from .modality import Modality, ThreatModel, get_modality, list_modalities, register_modality
-from .runner import AdversarialBatch, AttackDriver, Budget, find_driver, register_driver, run_attack
+from .runner import (
+    AdversarialBatch,
+    AttackDriver,
+    Budget,
+    CleanLogits,
+    clean_forward,
+    find_driver,
+    register_driver,
+    run_attack,
+)
 from .surface import AttackSurface
 
 __version__ = "0.1.0"
@@ -31,6 +42,7 @@ __all__ = [
     "AttackDriver",
     "AttackSurface",
     "Budget",
+    "CleanLogits",
     "EmptySubsetError",
     "FusionModel",
     "InputError",
@@ -40,12 +52,15 @@ __all__ = [
     "MissingModalityError",
     "Modality",
     "NonFiniteInputError",
+    "NonFiniteOutputError",
+    "NoPerturbationWarning",
     "RowAlignmentError",
     "ShapeMismatchError",
     "ThreatModel",
     "UnknownModalityError",
     "UnsupportedAttackError",
     "ValueRangeError",
+    "clean_forward",
     "find_driver",
     "get_modality",
     "list_modalities",

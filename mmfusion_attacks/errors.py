@@ -15,6 +15,8 @@ __all__ = [
     "RowAlignmentError",
     "UnsupportedAttackError",
     "InvariantViolationError",
+    "NonFiniteOutputError",
+    "NoPerturbationWarning",
 ]
 
 
@@ -67,3 +69,11 @@ class UnsupportedAttackError(MMFusionError, TypeError):
 
 class InvariantViolationError(MMFusionError, RuntimeError):
     """A toolkit returned an adversarial outside its budget or the valid range (beyond float tolerance)."""
+
+
+class NonFiniteOutputError(MMFusionError, RuntimeError):
+    """The model returned NaN or infinite logits: no attack result computed from them can be trusted."""
+
+
+class NoPerturbationWarning(UserWarning):
+    """An attack returned every row unchanged although the model was not already fooled on all of them."""

@@ -110,6 +110,14 @@ class FusionModel(nn.Module):
             if not mod.is_tensor:
                 raise ValueError(f"modality '{name}': normalize applies to tensor modalities only")
             mean_t, std_t = self._stat(mod, mean), self._stat(mod, std)
+            for what, t in (("mean", mean_t), ("std", std_t)):
+                if not bool(torch.isfinite(t).all()):
+                    raise ValueError(f"modality '{name}': normalisation {what} must be finite, got {t.flatten().tolist()}")
+                if mod.kind == "image" and mod.channels is not None and t.numel() not in (1, mod.channels):
+                    raise ValueError(
+                        f"modality '{name}': normalisation {what} has {t.numel()} values but the modality has "
+                        f"{mod.channels} channel(s); give one value or one per channel"
+                    )
             if bool((std_t == 0).any()):
                 raise ValueError(f"modality '{name}': normalisation std must be non-zero")
             self.register_buffer(f"_mean_{name}", mean_t, persistent=False)
@@ -134,6 +142,15 @@ class FusionModel(nn.Module):
     @property
     def names(self) -> list[str]:
         return list(self.modalities)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the wrapped network computes in (its first floating parameter's; float32 without any).
+        Inputs of any floating dtype are cast to it inside ``forward``."""
+        for p in self.model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
 
     @property
     def device(self) -> torch.device:
@@ -165,6 +182,13 @@ class FusionModel(nn.Module):
         sizes = {}
         for name, mod in self.modalities.items():
             sizes[name] = mod.validate(inputs[name], check_range=check_range)
+            if name in self._norm_names and mod.kind == "image":
+                stat = getattr(self, f"_mean_{name}").numel(), getattr(self, f"_std_{name}").numel()
+                channels = inputs[name].shape[1]
+                if any(k not in (1, channels) for k in stat):
+                    raise ShapeMismatchError(
+                        f"modality '{name}' has {channels} channel(s) but its normalisation has {max(stat)} values"
+                    )
         if len(set(sizes.values())) > 1:
             raise ShapeMismatchError(f"batch sizes differ between modalities: {sizes}")
         images = {n: tuple(inputs[n].shape[2:]) for n, m in self.modalities.items() if m.kind == "image"}
@@ -213,10 +237,17 @@ class FusionModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def _prepared(self, inputs: Batch) -> dict[str, Any]:
+        """Each tensor input as a fresh tensor in the compute dtype (so in-place ops inside the wrapped
+        network, common in research code, never reach the caller's or a held context's tensors), then
+        normalised."""
         out = dict(inputs)
+        dtype = self.compute_dtype
+        for name, value in inputs.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                out[name] = value.to(dtype=dtype, copy=True)
         for name in self._norm_names:
             mean, std = getattr(self, f"_mean_{name}"), getattr(self, f"_std_{name}")
-            out[name] = (out[name] - mean) / std
+            out[name] = (out[name] - mean.to(dtype)) / std.to(dtype)
         return out
 
     def call_model(self, inputs: Batch) -> Any:

@@ -8,20 +8,32 @@ or must run one sample at a time ("sample"). See ``docs/attacks.md`` for the mod
 from __future__ import annotations
 
 import importlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from .errors import InvariantViolationError, UnsupportedAttackError
+from .errors import (
+    InputError,
+    InvariantViolationError,
+    LabelError,
+    NonFiniteOutputError,
+    NoPerturbationWarning,
+    RowAlignmentError,
+    UnsupportedAttackError,
+)
 from .metrics import perturbation_norms
 from .surface import AttackSurface, frozen_model_state
 
 __all__ = [
     "AdversarialBatch",
     "AttackDriver",
+    "CleanLogits",
+    "clean_forward",
     "Budget",
     "register_driver",
     "find_driver",
@@ -35,7 +47,7 @@ _TOLERANCE = 1e-6
 
 @dataclass(frozen=True)
 class Budget:
-    """An attack's Lp budget over the packed tensor: ``eps`` is a float or per-element tensor."""
+    """An attack's Lp budget over the packed tensor (toolkit units): ``eps`` is a float or per-element tensor."""
 
     norm: str
     eps: float | torch.Tensor
@@ -47,6 +59,11 @@ class AttackDriver(ABC):
     toolkit: str = ""
     #: class names of attacks that only query their whole input batch, in order
     row_aligned: frozenset[str] = frozenset()
+    #: class names of bounded attacks that re-batch or take subsets but only ever query within their
+    #: eps ball: they run batched, each row paired with its example by content ("content" mode)
+    within_budget: frozenset[str] = frozenset()
+    #: class names of universal attacks (one perturbation for the whole set)
+    universal: frozenset[str] = frozenset()
 
     @abstractmethod
     def accepts(self, attack: Any) -> bool: ...
@@ -55,28 +72,56 @@ class AttackDriver(ABC):
     def surface(self, attack: Any) -> AttackSurface:
         """The surface the attack was built on (raises if it was built on something else)."""
 
-    def batching(self, attack: Any) -> Literal["batch", "sample"]:
-        """'batch' if the attack only ever queries its whole input in order, else 'sample'.
+    def batching(self, attack: Any) -> str:
+        """How rows reach the toolkit: ``"batch"`` (the attack only queries its whole input, in order),
+        ``"content"`` (batched, rows paired by content within the budget), ``"universal"`` (one
+        perturbation for the whole set) or ``"sample"`` (one example at a time: always correct).
 
         An attack object may declare ``row_aligned = True / False`` itself (e.g. a user's attack)."""
         declared = getattr(attack, "row_aligned", None)
+        name = type(attack).__name__
         if declared is None:
-            declared = type(attack).__name__ in self.row_aligned
-        return "batch" if declared else "sample"
+            declared = name in self.row_aligned
+        if declared:
+            return "batch"
+        if name in self.universal:
+            return "universal"
+        if name in self.within_budget:
+            return "content"
+        return "sample"
 
     def chunk_size(self, attack: Any) -> int | None:
-        """Largest batch the attack queries at once in 'batch' mode (None: no limit)."""
+        """Largest batch the attack queries at once in batched modes (None: no limit)."""
         return None
+
+    def preflight(self, attack: Any, surface: AttackSurface, budget: Budget | None) -> None:
+        """Refuse, before any work, a configuration the toolkit cannot run correctly."""
 
     @abstractmethod
     def generate(self, attack: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor: ...
 
+    def generate_universal(self, attack: Any, surface: AttackSurface, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        raise UnsupportedAttackError(f"{self.toolkit} has no universal attacks")
+
     def budget(self, attack: Any, surface: AttackSurface) -> Budget | None:
-        """The attack's eps ball, if it has one (None for minimum-norm / unbounded attacks)."""
+        """The attack's eps ball in toolkit units, if it has one (None for minimum-norm / unbounded attacks)."""
         return None
 
     def targeted(self, attack: Any) -> bool:
         return False
+
+    def auto_targets(self, attack: Any, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Targets the attack picks by itself (random, least likely...), computed on the bound batch so
+        they can be reported; the runner then passes them explicitly."""
+        return None
+
+    def honours_bounds(self, attack: Any, surface: AttackSurface) -> bool:
+        """Whether the toolkit keeps to the surface's bounds itself (else the runner projects, silently)."""
+        return True
+
+    def extras(self, attack: Any) -> dict[str, Any]:
+        """Toolkit-specific facts about the last run worth keeping in the result."""
+        return {}
 
 
 _DRIVERS: list[AttackDriver] = []
@@ -109,10 +154,13 @@ def find_driver(attack: Any) -> AttackDriver:
 class AdversarialBatch:
     """The result of one attack on one batch.
 
-    ``inputs`` is the complete adversarial batch by modality name (frozen modalities are exact
-    copies of the clean ones); ``norms[name]`` holds per-sample ``"linf"`` and ``"l2"`` perturbation
-    norms; ``success`` is per sample (segmentation: the fraction ``score`` of pixels that are
-    wrong, or on target, reaches ``success_fraction``).
+    ``inputs`` is the complete adversarial batch by modality name, in the caller's dtypes and devices
+    (frozen modalities are exact copies of the clean ones); ``norms[name]`` holds per-sample ``"linf"``
+    and ``"l2"`` perturbation norms in the modality's own units; ``budget[name]`` is the attack's
+    budget on that modality in its own units (``(norm, eps)``, None when unbounded); ``success`` is
+    per sample (segmentation: the fraction ``score`` of pixels that are wrong, or on target, reaches
+    ``success_fraction``). ``flags`` lists anything the caller must know (an attack that changed
+    nothing, a modality that does not reach the output, a fallback to one example at a time).
     """
 
     inputs: dict[str, Any]
@@ -128,6 +176,8 @@ class AdversarialBatch:
     batching: str
     toolkit: str
     attack_name: str
+    budget: dict[str, tuple[str, Any] | None] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,11 +192,75 @@ class AdversarialBatch:
             "batching": self.batching,
             "labels": self.labels_source,
             "success_rate": self.success_rate,
+            "flags": list(self.flags),
         }
         for name, norms in self.norms.items():
             for kind, values in norms.items():
                 out[f"{name}_{kind}_max"] = float(values.max()) if values.numel() else 0.0
         return out
+
+
+@dataclass(frozen=True)
+class CleanLogits:
+    """A model's logits on one batch, with a fingerprint of that batch (so they cannot be reused on another)."""
+
+    logits: torch.Tensor
+    fingerprint: tuple
+
+
+def _fingerprint(inputs: Mapping[str, Any]) -> tuple:
+    out = []
+    for name in sorted(inputs):
+        value = inputs[name]
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().reshape(-1).double()
+            weights = (torch.arange(flat.numel(), device=flat.device) % 251 + 1).double()
+            out.append((name, tuple(value.shape), float(flat.sum()), float((flat * flat).sum()), float((flat * weights).sum())))
+        else:
+            out.append((name, tuple(value)))
+    return tuple(out)
+
+
+def clean_forward(fusion: Any, inputs: Mapping[str, Any]) -> CleanLogits:
+    """The clean logits of ``inputs`` (eval mode, no gradients), to pass to :func:`run_attack` as
+    ``clean_logits=`` when several attacks run on one batch."""
+    device, dtype = fusion.device, fusion.compute_dtype
+    work = _working_copy(inputs, device, dtype)
+    with frozen_model_state(fusion), torch.no_grad():
+        logits = fusion(work)
+    return CleanLogits(logits.detach(), _fingerprint(work))
+
+
+def _working_copy(inputs: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Private copies on the model's device, floats in its compute dtype (never views of the caller's data)."""
+    out: dict[str, Any] = {}
+    for k, v in inputs.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.detach().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
+        else:
+            out[k] = list(v)
+    return out
+
+
+def _as_class_ids(value: Any, fusion: Any, logits: torch.Tensor, what: str) -> torch.Tensor:
+    """Class ids from torch or numpy, integer ids or one-hot / scores (ART's convention), as int64."""
+    if value is None:
+        return None  # type: ignore[return-value]
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as err:
+            raise LabelError(f"{what} must be a tensor or array of class ids, got {type(value).__name__}") from err
+    value = value.detach()
+    want_ids = 1 if fusion.task == "classification" else logits.ndim - 1
+    if value.ndim == want_ids + 1 and value.shape[1] == logits.shape[1] and value.shape[0] == logits.shape[0]:
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise LabelError(f"{what} (one-hot / scores) contain NaN or infinity")
+        value = value.argmax(1)  # one-hot or scores, (N, C[, H, W])
+    elif value.is_floating_point():
+        raise LabelError(f"{what} must be integer class ids (or one-hot / scores of shape (N, C, ...)), got dtype {value.dtype}")
+    fusion.validate_labels(value, logits, what=what)
+    return value.to(device=logits.device, dtype=torch.long)
 
 
 def _success(task: str, adv_pred, labels, targets, ignore_index, fraction):
@@ -161,16 +275,24 @@ def _success(task: str, adv_pred, labels, targets, ignore_index, fraction):
     return score, score >= (1.0 if task == "classification" else fraction)
 
 
-def _check_and_project(x_adv, x, surface: AttackSurface, budget: Budget | None, name: str) -> torch.Tensor:
+def _check_budget(budget: Budget | None, name: str) -> None:
+    if budget is None:
+        return
+    eps = torch.as_tensor(budget.eps, dtype=torch.float64)
+    if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+        raise UnsupportedAttackError(f"{name}: eps must be finite and >= 0, got {budget.eps!r}")
+
+
+def _check_and_project(x_adv, x, surface: AttackSurface, budget: Budget | None, name: str, strict_bounds: bool) -> torch.Tensor:
     """Verify the toolkit kept to the valid range and the eps ball (up to float tolerance), then
-    project onto them exactly so the invariants hold bit-for-bit."""
+    project onto them exactly so the invariants hold bit-for-bit (toolkit units)."""
     if not bool(torch.isfinite(x_adv).all()):
         raise InvariantViolationError(f"{name} returned NaN or infinite values for {list(surface.attacked)}")
     bounds = surface.bounds()
     if bounds is not None:
         lo, hi = (torch.as_tensor(b, dtype=x.dtype, device=x.device) for b in bounds)
         excess = torch.maximum(lo - x_adv, x_adv - hi).max()
-        if float(excess) > _TOLERANCE:
+        if strict_bounds and float(excess) > _TOLERANCE:
             raise InvariantViolationError(
                 f"{name} left the valid range of {list(surface.attacked)} by {float(excess):.3g}"
             )
@@ -194,99 +316,198 @@ def _check_and_project(x_adv, x, surface: AttackSurface, budget: Budget | None, 
                 )
         if bounds is not None:
             x_adv = torch.maximum(torch.minimum(x_adv, hi), lo)
+    x_adv = torch.where(x_adv == x, x, x_adv)  # keeps -0.0 / +0.0 of untouched elements
     return x_adv
+
+
+def _native_result(
+    adv: torch.Tensor, clean_work: torch.Tensor, clean_caller: torch.Tensor, modality: Any, budget: tuple[str, Any] | None
+) -> torch.Tensor:
+    """The adversarial modality in the caller's dtype and device: untouched elements bit-identical to
+    the caller's, the valid range and the Linf / L2 budget kept exactly (every rounding goes toward
+    the clean value, so no element moves further than the attack moved it)."""
+    adv = torch.where(adv == clean_work, clean_work, adv).to(torch.float64)
+    clean64 = clean_caller.detach().to(device=adv.device, dtype=torch.float64)
+    delta = adv - clean_work.to(torch.float64)
+    unchanged = delta == 0
+    if modality.valid_range is not None:
+        lo, hi = modality.valid_range
+        adv = (clean64 + delta).clamp(lo, hi)
+    else:
+        adv = clean64 + delta
+    if budget is not None:
+        norm, eps = budget
+        eps_t = torch.as_tensor(eps, dtype=torch.float64, device=adv.device)
+        d = adv - clean64
+        if norm == "inf":
+            if eps_t.ndim == 1:  # per element, flattened per sample
+                eps_t = eps_t.view(clean64.shape[1:])
+            adv = clean64 + torch.maximum(torch.minimum(d, eps_t), -eps_t)
+        elif norm == "2":
+            norms = d.flatten(1).norm(dim=1).clamp_min(1e-300)
+            factor = torch.clamp(float(eps_t.max()) / norms, max=1.0).view(-1, *([1] * (d.ndim - 1)))
+            adv = clean64 + d * factor
+    adv = torch.where(unchanged, clean64, adv)
+    out = adv.to(clean_caller.dtype)
+    moved = (out.to(torch.float64) - clean64).abs()
+    over = moved > (adv - clean64).abs()
+    if bool(over.any()):
+        toward = clean64.to(clean_caller.dtype)
+        out = torch.where(over, torch.nextafter(out, toward), out)
+    out = torch.where(unchanged, clean_caller.detach().to(out.device), out)
+    return out.to(clean_caller.device).contiguous()
 
 
 def run_attack(
     attack: Any,
     inputs: Mapping[str, Any],
-    labels: torch.Tensor | None = None,
+    labels: Any = None,
     *,
-    targets: torch.Tensor | None = None,
+    targets: Any = None,
     batching: Batching = "auto",
     success_fraction: float = 0.5,
     check: bool = True,
-    clean_logits: torch.Tensor | None = None,
+    clean_logits: CleanLogits | None = None,
 ) -> AdversarialBatch:
     """Run a toolkit attack built on an :class:`AttackSurface` on one named batch.
 
     Args:
-        attack: a torchattacks ``Attack`` built on ``fusion.surface(...)`` or an ART evasion attack
-            built on an adapter estimator.
-        inputs: ``{modality: tensor}`` for every modality of the model (never modified).
-        labels: ground-truth class ids; when ``None`` the clean predictions are used ("pseudo-labels").
-        targets: target class ids for a targeted attack.
-        batching: ``"auto"`` uses the mode known for this attack; ``"sample"`` forces one sample at
-            a time (always correct); ``"batch"`` forces whole-batch calls (alignment still checked).
-        success_fraction: segmentation only: fraction of pixels that must be fooled for success.
+        attack: a torchattacks ``Attack`` built on ``fusion.surface(...)`` / ``to_torchattacks(...)``,
+            or an ART evasion attack built on an adapter estimator.
+        inputs: ``{modality: tensor}`` for every modality of the model (never modified), any floating
+            dtype (the model computes in its own; results come back in yours).
+        labels: ground-truth class ids (torch or numpy, ids or one-hot); ``None``: the clean
+            predictions ("pseudo-labels").
+        targets: target class ids for a targeted attack (same forms as ``labels``).
+        batching: ``"auto"`` uses the mode known for this attack; ``"sample"`` forces one example at
+            a time (always correct); ``"batch"`` forces whole-batch calls (pairing still checked).
+        success_fraction: segmentation only: fraction of pixels that must be fooled for success, in (0, 1].
         check: verify the toolkit's output stayed in range and budget (raises on violation).
-        clean_logits: the model's logits on ``inputs`` when the caller already computed them (a grid
-            runs many attacks on one batch); saves one forward pass.
+        clean_logits: :func:`clean_forward` of the same ``inputs`` (a grid runs many attacks on one
+            batch): saves one forward pass; rejected when computed on another batch.
     """
+    if not (isinstance(success_fraction, (int, float)) and 0.0 < success_fraction <= 1.0):
+        raise ValueError(f"success_fraction must be in (0, 1], got {success_fraction!r}")
+    if batching not in ("auto", "batch", "sample"):
+        raise ValueError(f"batching must be 'auto', 'batch' or 'sample', got {batching!r}")
     driver = find_driver(attack)
     surface = driver.surface(attack)
     fusion = surface.fusion
     n = fusion.validate_inputs(inputs)
-    device = fusion.device
-    work = {k: (v.detach().to(device) if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()}
-    targeted = driver.targeted(attack)
-    if targeted and targets is None:
-        raise UnsupportedAttackError(f"{type(attack).__name__} is targeted: pass targets=")
-    if batching not in ("auto", "batch", "sample"):
-        raise ValueError(f"batching must be 'auto', 'batch' or 'sample', got {batching!r}")
-    mode = driver.batching(attack) if batching == "auto" else batching
+    if n == 0:
+        raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
+    device, dtype = fusion.device, fusion.compute_dtype
+    work = _working_copy(inputs, device, dtype)
     name = f"{driver.toolkit}.{type(attack).__name__}"
+    budget = driver.budget(attack, surface)
+    _check_budget(budget, name)
+    driver.preflight(attack, surface, budget)
+    mode = driver.batching(attack) if batching == "auto" else batching
+    flags: list[str] = []
 
     with frozen_model_state(surface):  # the surface too: toolkits read its .training flag
         if clean_logits is None:
             with torch.no_grad():
-                clean_logits = fusion(work)
-        elif clean_logits.shape[0] != n:
-            raise ValueError(f"clean_logits has {clean_logits.shape[0]} rows, the inputs have {n}")
-        clean_logits = clean_logits.detach().to(device)
-        clean_pred = clean_logits.argmax(1)
+                logits = fusion(work)
+        elif not isinstance(clean_logits, CleanLogits):
+            raise TypeError(
+                "clean_logits must come from clean_forward(fusion, inputs) (it carries a fingerprint of the "
+                f"batch it was computed on), got {type(clean_logits).__name__}"
+            )
+        elif clean_logits.fingerprint != _fingerprint(work):
+            raise ValueError("clean_logits were computed on another batch than `inputs`")
+        else:
+            logits = clean_logits.logits
+        logits = logits.detach().to(device)
+        if not bool(torch.isfinite(logits).all()):
+            bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the clean batch (rows {bad[:10]})")
+        clean_pred = logits.argmax(1)
         if labels is None:
             used, source = clean_pred.clone(), "clean-prediction"
         else:
-            fusion.validate_labels(labels, clean_logits)
-            used, source = labels.to(device), "given"
+            used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
         if targets is not None:
-            fusion.validate_labels(targets, clean_logits, what="targets")
-            targets = targets.to(device)
+            targets = _as_class_ids(targets, fusion, logits, "targets")
+        targeted = driver.targeted(attack)
+        if targeted and targets is None:
+            with surface.bound(work, pairing="position") as x_all:
+                targets = driver.auto_targets(attack, x_all, used)
+            if targets is None:
+                raise UnsupportedAttackError(f"{name} is targeted: pass targets=")
         goal = targets if targeted else used
 
-        step = 1 if mode == "sample" else max(1, min(n, driver.chunk_size(attack) or n))
+        strict = driver.honours_bounds(attack, surface)
+        if budget is not None:
+            surface.packing = surface._packing_for(work)
+            radius = surface.budget_radius(budget.norm, budget.eps)
+        else:
+            radius = None
+        if mode in ("content", "universal") and radius is None:
+            mode = "sample"  # unbounded: rows cannot be paired by content
         pieces = []
         try:
-            for start in range(0, n, step):
-                idx = slice(start, start + step)
-                chunk = {k: v[idx] for k, v in work.items()}
-                x = surface.bind(chunk, validate=False)
-                out = driver.generate(attack, x.clone(), goal[idx])
-                surface.eval()  # toolkits may restore a mode they read; keep evaluating in eval mode
-                out = torch.as_tensor(out).detach().to(device=device, dtype=x.dtype)
-                if out.shape != x.shape:
-                    raise InvariantViolationError(f"{name} returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
-                if check:
-                    out = _check_and_project(out, x, surface, driver.budget(attack, surface), name)
-                pieces.append(out)
+            if mode == "universal":
+                x = surface.bind(work, validate=False, radius_parts=radius, bound_by="run_attack")
+                out = driver.generate_universal(attack, surface, x.clone(), goal)
+                pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
+            else:
+                step = 1 if mode == "sample" else max(1, min(n, driver.chunk_size(attack) or n))
+                for start in range(0, n, step):
+                    chunk = {k: v[start : start + step] for k, v in work.items()}
+                    y = goal[start : start + step]
+                    if mode == "sample":
+                        out, x = _generate(driver, attack, surface, chunk, y, "broadcast", None)
+                    elif mode == "content":
+                        try:
+                            out, x = _generate(driver, attack, surface, chunk, y, "content", radius)
+                        except RowAlignmentError:
+                            # rows not pairable by content (examples closer than twice the budget): redo
+                            # this chunk one example at a time
+                            flags.append(f"fallback: rows {start}..{start + len(y) - 1} ran one example at a time")
+                            parts = [_generate(driver, attack, surface, {k: v[i : i + 1] for k, v in chunk.items()}, y[i : i + 1], "broadcast", None) for i in range(len(y))]
+                            out, x = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                    else:
+                        out, x = _generate(driver, attack, surface, chunk, y, "position", radius)
+                    pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
         finally:
             surface.unbind()
         x_adv = torch.cat(pieces)
         attacked = surface.unpack(x_adv)
         with torch.no_grad():
-            adv_pred = fusion({**work, **attacked}).argmax(1)
+            adv_logits = fusion({**work, **attacked})
+        if not bool(torch.isfinite(adv_logits).all()):
+            raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
+        adv_pred = adv_logits.argmax(1)
 
     score, success = _success(fusion.task, adv_pred, used, targets if targeted else None, fusion.ignore_index, success_fraction)
+    native_budget: dict[str, tuple[str, Any] | None] = {}
+    if budget is not None:
+        for key, eps in surface.native_eps(budget.eps).items():
+            native_budget[key] = (budget.norm, eps)
     result_inputs: dict[str, Any] = {}
     norms: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in inputs.items():
         if key in attacked:
-            adv = attacked[key].detach().to(value.device).contiguous()
+            adv = _native_result(attacked[key].detach(), work[key], value, fusion.modalities[key], native_budget.get(key))
             norms[key] = perturbation_norms(value.detach(), adv)
             result_inputs[key] = adv
         else:
             result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)
+    if surface.unused_input:
+        surface.unused_input = False
+        flags.append(f"unused-input: the output does not depend on {list(surface.attacked)} (zero gradient)")
+    moved = any(bool((result_inputs[k] != inputs[k]).any()) for k in attacked)
+    clean_score, clean_success = _success(fusion.task, clean_pred, used, targets if targeted else None, fusion.ignore_index, success_fraction)
+    if not moved and not bool(clean_success.all()):
+        flags.append(f"no-perturbation: {name} returned every row unchanged although the model was not fooled")
+        warnings.warn(
+            f"{name} changed nothing on {list(surface.attacked)} although {int((~clean_success).sum())} of {n} "
+            "row(s) were not already fooled (a targeted attack given no targets, a zero budget, or a modality "
+            "that does not reach the output?)",
+            NoPerturbationWarning,
+            stacklevel=2,
+        )
     return AdversarialBatch(
         inputs=result_inputs,
         attacked=surface.attacked,
@@ -301,4 +522,23 @@ def run_attack(
         batching=mode,
         toolkit=driver.toolkit,
         attack_name=name,
+        budget=native_budget if budget is not None else {k: None for k in surface.attacked},
+        flags=flags,
+        extras=driver.extras(attack),
     )
+
+
+def _generate(driver, attack, surface, chunk, y, pairing, radius):
+    x = surface.bind(chunk, validate=False, pairing=pairing, radius_parts=radius, bound_by="run_attack")
+    out = driver.generate(attack, x.clone(), y)
+    return out, x
+
+
+def _finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device):
+    surface.eval()  # toolkits may restore a mode they read; keep evaluating in eval mode
+    out = torch.as_tensor(out).detach().to(device=device, dtype=x.dtype)
+    if out.shape != x.shape:
+        raise InvariantViolationError(f"{name} returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+    if check:
+        out = _check_and_project(out, x, surface, budget, name, strict)
+    return out

@@ -18,6 +18,7 @@ from mmfusion_attacks import (
     Modality,
     RowAlignmentError,
     UnsupportedAttackError,
+    clean_forward,
     run_attack,
 )
 
@@ -58,8 +59,19 @@ def test_batched_mode_pairs_rows_exactly_like_one_sample_at_a_time(classifier, c
         assert torch.allclose(batched.inputs["ir"], single.inputs["ir"], atol=1e-7)
 
 
+class _FarReversed(Attack):
+    """A re-batching attack that queries its rows in reverse order and far beyond any budget."""
+
+    def __init__(self, model):
+        super().__init__("FarReversed", model)
+
+    def forward(self, images, labels=None):
+        self.get_logits((1 - images).flip(0)[:-1])
+        return images
+
+
 def test_forcing_batch_mode_on_a_rebatching_attack_raises(classifier, cls_labels):
-    attack = torchattacks.DeepFool(to_torchattacks(classifier, "ir"), steps=3)
+    attack = _FarReversed(to_torchattacks(classifier, "ir"))
     with pytest.raises(RowAlignmentError, match="batching='sample'"):
         run_attack(attack, make_batch(), cls_labels, batching="batch")
     assert run_attack(attack, make_batch(), cls_labels).batching == "sample"
@@ -132,11 +144,17 @@ def test_attacks_not_built_on_a_surface_are_refused(classifier, cls_labels):
         to_torchattacks(classifier, [])
 
 
-def test_torchattacks_needs_unit_range_modalities():
-    fm = FusionModel(TinyFusionClassifier(), [Modality("rgb", "image", 3, valid_range=(0, 255)), "ir"])
-    with pytest.raises(UnsupportedAttackError, match="'rgb'.*\\[0, 1\\]"):
-        to_torchattacks(fm, "rgb")
-    to_torchattacks(fm, "ir")  # the unit-range modality is fine
+def test_torchattacks_sees_any_declared_range_as_unit(cls_labels):
+    fm = FusionModel(TinyFusionClassifier(), [Modality("rgb", "image", 3, valid_range=(0, 255)), "ir"], num_classes=CLASSES)
+    batch = {"rgb": make_batch()["rgb"] * 255, "ir": make_batch()["ir"]}
+    result = run_attack(torchattacks.FGSM(to_torchattacks(fm, "rgb"), eps=4 / 255), batch, cls_labels)
+    assert float(result.norms["rgb"]["linf"].max()) <= 4.0 + 1e-4  # 4/255 of a 255-wide range
+    assert result.budget["rgb"] == ("inf", pytest.approx(4.0))
+    with pytest.raises(UnsupportedAttackError, match="to_torchattacks"):
+        run_attack(torchattacks.FGSM(fm.surface("rgb"), eps=4 / 255), batch, cls_labels)  # native units: refused
+    unbounded = FusionModel(TinyFusionClassifier(), [Modality("rgb", "image", 3, valid_range=None), "ir"])
+    with pytest.raises(UnsupportedAttackError, match="unbounded"):
+        to_torchattacks(unbounded, "rgb")
 
 
 def test_torchattacks_normalisation_mode_is_refused(classifier, cls_labels):
@@ -194,10 +212,17 @@ def test_art_estimator_casts_float64_queries(classifier):
     assert preds.shape == (3, CLASSES) and preds.dtype == np.float32
 
 
-def test_art_input_shape_needs_a_batch(classifier):
-    est = to_art(classifier, "rgb")
+def test_art_input_shape_needs_a_batch_when_packing_depends_on_data():
+    class ImageAudio(torch.nn.Module):
+        def forward(self, image, audio):
+            return torch.stack([image.mean((1, 2, 3)), audio.mean(1)], 1)
+
+    fm = FusionModel(ImageAudio(), ["image", "audio"], num_classes=2)
+    est = to_art(fm, ["image", "audio"])
     with pytest.raises(RuntimeError, match="sample="):
         _ = est.input_shape
+    est = to_art(fm, ["image", "audio"], sample={"image": torch.rand(1, 3, 4, 4), "audio": torch.rand(1, 10)})
+    assert est.input_shape == (58,)
 
 
 def test_segmentation_norms_and_scores(segmenter, seg_labels):
@@ -238,15 +263,15 @@ def test_given_clean_logits_save_a_forward_and_change_nothing(classifier, cls_la
         plain = run_attack(attack, batch)
         n_plain = len(calls)
         was = classifier.training
-        classifier.eval()  # as run_attack computes them (batch norm, dropout)
-        with torch.no_grad():
-            logits = classifier(batch)
-        classifier.train(was)
+        logits = clean_forward(classifier, batch)  # eval mode, as run_attack computes them
+        assert classifier.training == was
         calls.clear()
         given = run_attack(attack, batch, clean_logits=logits)
     finally:
         handle.remove()
     assert len(calls) == n_plain - 1
     assert torch.equal(given.inputs["rgb"], plain.inputs["rgb"]) and torch.equal(given.clean_pred, plain.clean_pred)
-    with pytest.raises(ValueError, match="clean_logits has 2 rows"):
-        run_attack(attack, batch, clean_logits=logits[:2])
+    with pytest.raises(ValueError, match="another batch"):
+        run_attack(attack, make_batch(seed=5), clean_logits=logits)  # same shape, other data
+    with pytest.raises(TypeError, match="clean_forward"):
+        run_attack(attack, batch, clean_logits=logits.logits)

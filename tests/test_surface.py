@@ -65,16 +65,27 @@ def test_gradient_reaches_only_the_attacked_modality(fm):
     assert batch["rgb"].grad is None
 
 
-def test_row_alignment(fm):
-    batch = make_batch()
+def test_rows_are_paired_by_content_in_any_order_and_subset(fm):
+    batch = make_batch(n=5)
     s = fm.surface("ir")
+    perm = torch.tensor([3, 0, 4, 1])
     with s.bound(batch) as x:
-        with pytest.raises(RowAlignmentError, match="queried 2 row"):
-            s(x[:2])
-    one = {k: v[:1] for k, v in batch.items()}
-    with s.bound(one) as x:  # one sample: every query row is that sample
-        expanded = s(x.expand(5, -1, -1, -1))
-        assert torch.allclose(expanded, fm(one).expand(5, -1))
+        assert torch.equal(s(x[perm]), fm({k: v[perm] for k, v in batch.items()}))
+        nudged = (x[perm] + 4 / 255).clamp(0, 1)  # within ir's threat model (8/255): still paired
+        assert torch.equal(s.pair(nudged), perm)
+        with pytest.raises(RowAlignmentError, match="not within the pairing radius"):
+            s((x[:2] + 0.3).clamp(0, 1))  # no example is that close: an error, never a guess
+
+
+def test_one_example_pairs_everything_only_when_asked(fm):
+    one = {k: v[:1] for k, v in make_batch().items()}
+    s = fm.surface("ir")
+    with s.bound(one, pairing="broadcast") as x:  # one sample: every query row is that sample
+        expanded = s(torch.rand(5, 1, 8, 8))
+        assert torch.allclose(expanded[:1], fm({"rgb": one["rgb"], "ir": torch.rand(1, 1, 8, 8)}), atol=1) and expanded.shape == (5, 4)
+    with s.bound(one) as x:
+        with pytest.raises(RowAlignmentError):
+            s(torch.rand(5, 1, 8, 8))
 
 
 def test_unbound_surface_refuses(fm):

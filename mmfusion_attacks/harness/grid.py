@@ -18,7 +18,7 @@ from ..attacks import least_likely_targets
 from ..fusion import FusionModel
 from ..metrics import SegmentationMetrics
 from ..recipes import make_attack, recipe_targets
-from ..runner import AdversarialBatch, run_attack
+from ..runner import AdversarialBatch, clean_forward, run_attack
 
 __all__ = ["Cell", "GridSpec", "GridResult", "run_grid", "run_transfer"]
 
@@ -114,11 +114,8 @@ def run_grid(
     bar = tqdm(batches, total=total, desc="batches", disable=None if progress else True, leave=False)
     for index, (inputs, labels) in enumerate(bar):
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        with torch.no_grad():
-            was = fusion.training
-            fusion.eval()
-            logits = fusion(inputs)
-            fusion.train(was)
+        clean_logits = clean_forward(fusion, inputs)
+        logits = clean_logits.logits
         clean_pred = logits.argmax(1)
         if labels is None:
             labels, source = clean_pred, "pseudo-labels (clean predictions)"
@@ -133,7 +130,7 @@ def run_grid(
         results: dict[Cell, AdversarialBatch] = {}
         for cell in cells:
             targets = least_likely_targets(logits) if recipe_targets(cell.attack) == "least-likely" else None
-            result = run_attack(attacks[cell], inputs, labels, targets=targets, clean_logits=logits)
+            result = run_attack(attacks[cell], inputs, labels, targets=targets, clean_logits=clean_logits)
             metrics[cell].update(result.adv_pred, labels)
             if targets is not None:
                 hit = on_target.setdefault(cell, [0.0, 0.0])
@@ -142,7 +139,7 @@ def run_grid(
             results[cell] = result
         if on_batch is not None:
             on_batch(index, inputs, labels, clean_pred, results)
-        del results, inputs, logits
+        del results, inputs, logits, clean_logits
     if clean is None:
         raise ValueError("run_grid got no batches")
     return GridResult(clean, metrics, on_target, " + ".join(sorted(sources)), {"toolkit": spec.toolkit, "steps": spec.steps})

@@ -15,7 +15,7 @@ from helpers import assert_contract, mixed_state, snapshot
 from mmfusion_attacks.adapters.art import to_art
 from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
-from mmfusion_attacks import run_attack
+from mmfusion_attacks import find_driver, run_attack
 from mmfusion_attacks.attacks import CosPGD, SegPGD
 
 SUBSETS = [("rgb",), ("ir",), ("rgb", "ir")]
@@ -40,11 +40,11 @@ def run_cell(fusion, build, batch, labels, attacked, spec, *, toolkit):
     before = snapshot(fusion, batch)
     if toolkit == "art":
         est = to_art(fusion, attacked)
-        with est.surface.bound({k: v[:1] for k, v in batch.items()}):  # AutoPGD probes the estimator when built
+        with est.bound({k: v[:1] for k, v in batch.items()}, pairing="broadcast"):  # AutoPGD probes the estimator when built
             attack = build(est)
     else:
         attack = build(to_torchattacks(fusion, attacked))
-    targets = (labels + 1) % 4 if getattr(attack, "targeted", False) else None
+    targets = (labels + 1) % 4 if find_driver(attack).targeted(attack) else None
     result = run_attack(attack, batch, labels, targets=targets)
     assert_contract(result, batch, before, fusion, attacked, eps=eps, norm=norm, must_move=must_move)
     return result
@@ -84,7 +84,8 @@ ART_CLS = {
     ),
     "DeepFool": (lambda e: ae.DeepFool(e, max_iter=5, verbose=False), None, "2", False),
     "CarliniL2": (lambda e: ae.CarliniL2Method(e, max_iter=3, binary_search_steps=2, verbose=False), None, "2", False),
-    "SaliencyMapMethod": (lambda e: ae.SaliencyMapMethod(e, theta=0.1, gamma=0.1, verbose=False), None, "2", False),
+    # JSMA is always targeted (ART's `targeted` attribute says False): it must move towards targets=
+    "SaliencyMapMethod": (lambda e: ae.SaliencyMapMethod(e, theta=0.1, gamma=0.1, verbose=False), None, "2", True),
     "SquareAttack": (lambda e: ae.SquareAttack(e, eps=EPS, max_iter=20, verbose=False), EPS, "inf", False),
     "HopSkipJump": (lambda e: ae.HopSkipJump(e, max_iter=2, max_eval=20, init_eval=5, init_size=20, verbose=False), None, "2", False),
     "ZooAttack": (

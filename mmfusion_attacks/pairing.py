@@ -1,0 +1,249 @@
+"""Pairing: which example's frozen modalities go with each row a toolkit hands the attack surface.
+
+A toolkit sees only the attacked modalities, so the surface must find, for every row it is queried
+with, the example that row came from — toolkits shuffle (ART's ``fit``), take subsets (AutoPGD,
+Square, the adversarial trainers) and re-batch. Counting rows cannot detect a permutation, so rows
+are paired by *content*, within a threat model:
+
+1. **exact** — a row bit-identical to a bound example's clean attacked part is that example;
+2. **within the radius** — otherwise, the row is paired with the one example whose clean attacked
+   part lies within the pairing radius (per attacked modality: a norm and an eps, by default the
+   modality's declared threat model). When the attack respects that radius this is certain: the
+   true example is within it and no other example is;
+3. examples whose frozen modalities are identical count as one (pairing either is correct).
+
+A row within the radius of several examples with different frozen modalities, or of none, raises
+:class:`~mmfusion_attacks.errors.RowAlignmentError` — never a silent guess. Two trusted modes for
+callers that know their attack's structure (the runner): ``"position"`` falls back to row ``i`` of
+a query as long as the bound batch for rows that rule 1-2 cannot pair (attacks that keep row order
+but move rows far, such as CW), and ``"broadcast"`` pairs every row with the single bound example
+(one example at a time, for attacks that query anywhere: HopSkipJump, Boundary, DeepFool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .errors import RowAlignmentError
+from .modality import normalize_norm
+
+__all__ = ["Pairing", "RadiusPart", "ContextTable", "PAIRING_MODES"]
+
+Pairing = Literal["content", "position", "broadcast"]
+PAIRING_MODES = ("content", "position", "broadcast")
+_REL_TOL = 1e-5  # toolkits project onto their ball in float32: allow their rounding
+_ABS_TOL = 1e-6
+_CHUNK = 1 << 24  # elements per verification chunk (bounds memory on large segmentation inputs)
+
+
+@dataclass(frozen=True)
+class RadiusPart:
+    """The pairing radius on one attacked modality, in the surface's (toolkit) units.
+
+    ``start:stop`` is the modality's span in a flattened packed row; ``eps`` is a float or, for
+    ``norm="inf"``, a per-element tensor of length ``stop - start``.
+    """
+
+    name: str
+    start: int
+    stop: int
+    norm: str
+    eps: float | torch.Tensor
+
+    def __post_init__(self) -> None:
+        norm = normalize_norm(self.norm)
+        if norm == "0":
+            raise ValueError(f"modality '{self.name}': an L0 pairing radius is not supported; give 'inf', '2' or '1'")
+        object.__setattr__(self, "norm", norm)
+        eps = self.eps
+        if isinstance(eps, torch.Tensor):
+            if eps.numel() == 1:
+                eps = float(eps)
+            elif norm != "inf":
+                raise ValueError(f"modality '{self.name}': a per-element pairing radius needs the Linf norm")
+            else:
+                eps = eps.detach().flatten().to(torch.float64)
+                if eps.numel() != self.stop - self.start:
+                    raise ValueError(f"modality '{self.name}': radius has {eps.numel()} elements, expected {self.stop - self.start}")
+        if isinstance(eps, float) or isinstance(eps, int):
+            eps = float(eps)
+            if not (math.isfinite(eps) and eps >= 0):
+                raise ValueError(f"modality '{self.name}': the pairing radius must be finite and >= 0, got {eps}")
+        elif not bool((torch.isfinite(eps) & (eps >= 0)).all()):
+            raise ValueError(f"modality '{self.name}': the pairing radius must be finite and >= 0")
+        object.__setattr__(self, "eps", eps)
+
+    def l2_bound(self) -> float:
+        """An upper bound on the L2 distance of any point within this radius (for the prefilter)."""
+        if self.norm == "inf":
+            if isinstance(self.eps, torch.Tensor):
+                return float(self.eps.norm())
+            return self.eps * math.sqrt(self.stop - self.start)
+        return float(self.eps)  # L2 <= L1
+
+    def within(self, diff: torch.Tensor) -> torch.Tensor:
+        """Which rows of ``diff`` (P, D) lie within the radius on this modality."""
+        part = diff[:, self.start : self.stop].to(torch.float64)
+        if self.norm == "inf":
+            eps = self.eps.to(part.device) if isinstance(self.eps, torch.Tensor) else self.eps
+            excess = part.abs() - eps * (1 + _REL_TOL)
+            return excess.amax(1) <= _ABS_TOL if part.shape[1] else torch.ones(len(part), dtype=torch.bool, device=part.device)
+        dist = part.norm(p=2 if self.norm == "2" else 1, dim=1)
+        return dist <= float(self.eps) * (1 + _REL_TOL) + _ABS_TOL
+
+    def distance(self, diff: torch.Tensor) -> torch.Tensor:
+        """This modality's distance in units of its radius (<= 1 means within)."""
+        part = diff[:, self.start : self.stop].to(torch.float64)
+        if self.norm == "inf":
+            eps = self.eps.to(part.device) if isinstance(self.eps, torch.Tensor) else self.eps
+            scaled = part.abs() / torch.as_tensor(eps, dtype=torch.float64, device=part.device).clamp_min(1e-300)
+            return scaled.amax(1)
+        return part.norm(p=2 if self.norm == "2" else 1, dim=1) / max(float(self.eps), 1e-300)
+
+    def describe(self) -> str:
+        eps = self.eps
+        if isinstance(eps, torch.Tensor):
+            lo, hi = float(eps.min()), float(eps.max())
+            value = f"{lo:.4g}" if lo == hi else f"{lo:.4g}..{hi:.4g}"
+        else:
+            value = f"{eps:.4g}"
+        return f"{self.name}: L{self.norm} <= {value}"
+
+
+def _fingerprint(value: Any) -> bytes:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        return str(t.dtype).encode() + str(tuple(t.shape)).encode() + t.numpy().tobytes()
+    return repr(value).encode()
+
+
+class ContextTable:
+    """The examples a surface can pair query rows with: clean attacked rows (``keys``, packed, in the
+    toolkit's units) and the frozen modalities of the same examples (``context``)."""
+
+    def __init__(
+        self,
+        keys: torch.Tensor,
+        context: Mapping[str, Any],
+        radius: Sequence[RadiusPart],
+        *,
+        attacked: Sequence[str],
+        pairing: Pairing = "content",
+    ) -> None:
+        if pairing not in PAIRING_MODES:
+            raise ValueError(f"pairing must be one of {PAIRING_MODES}, got {pairing!r}")
+        self.keys = keys.detach()
+        self.rows = int(keys.shape[0])
+        if pairing == "broadcast" and self.rows != 1:
+            raise RowAlignmentError(
+                f"pairing='broadcast' pairs every query row with ONE example, but {self.rows} were bound"
+            )
+        self.context = dict(context)
+        self.radius = tuple(radius)
+        self.attacked = tuple(attacked)
+        self.pairing: Pairing = pairing
+        self._flat = self.keys.flatten(1)
+        self._sq = self._flat.double().pow(2).sum(1).to(self._flat.dtype)
+        # Examples with identical frozen modalities form one group: either is the right pairing.
+        groups: dict[bytes, int] = {}
+        ids = []
+        for i in range(self.rows):
+            h = hashlib.blake2b(digest_size=16)
+            for name in sorted(self.context):
+                h.update(_fingerprint(self.context[name][i]))
+            ids.append(groups.setdefault(h.digest(), len(groups)))
+        self.group = torch.tensor(ids, dtype=torch.long)
+        self.prefilter = math.sqrt(sum(p.l2_bound() ** 2 for p in self.radius))
+        #: an example to pair unpairable rows with (set by a driver that knows the toolkit's loop)
+        self.fallback: int | None = None
+
+    # ------------------------------------------------------------------ pairing
+    def pair(self, x: torch.Tensor, *, where: str = "") -> torch.Tensor:
+        """Index of the bound example each row of ``x`` belongs to (``(M,)`` long, on CPU)."""
+        m = int(x.shape[0])
+        if self.pairing == "broadcast":
+            return torch.zeros(m, dtype=torch.long)
+        q = x.detach().flatten(1)
+        if q.shape[1] != self._flat.shape[1]:
+            raise RowAlignmentError(f"query rows have {q.shape[1]} values, bound examples {self._flat.shape[1]}")
+        if m == self.rows and torch.equal(q, self._flat.to(q.device)):
+            return torch.arange(m)
+        keys = self._flat.to(q.device)
+        # Prefilter: squared L2 distances through one matrix product (a necessary condition for being
+        # within the radius), with slack for float32 rounding; candidates are then verified exactly.
+        qk = q.to(keys.dtype)
+        qsq = qk.double().pow(2).sum(1).to(keys.dtype)
+        ksq = self._sq.to(q.device)
+        d2 = qsq[:, None] + ksq[None, :] - 2 * (qk @ keys.T)
+        slack = 1e-3 * (qsq[:, None] + ksq[None, :]) + 1e-6
+        rows, cols = torch.nonzero(d2 <= self.prefilter**2 * (1 + _REL_TOL) ** 2 + slack, as_tuple=True)
+        within = torch.zeros(len(rows), dtype=torch.bool)
+        exact = torch.zeros(len(rows), dtype=torch.bool)
+        per = max(1, _CHUNK // max(1, q.shape[1]))
+        for start in range(0, len(rows), per):
+            r, c = rows[start : start + per], cols[start : start + per]
+            diff = q[r] - keys[c]
+            ok = torch.ones(len(r), dtype=torch.bool, device=q.device)
+            for part in self.radius:
+                ok &= part.within(diff)
+            within[start : start + per] = ok.cpu()
+            exact[start : start + per] = (diff == 0).all(1).cpu()
+        rows, cols = rows.cpu(), cols.cpu()
+        out = torch.full((m,), -1, dtype=torch.long)
+        positional = self.pairing == "position" and m == self.rows
+        problems: list[tuple[int, str]] = []
+        for j in range(m):
+            sel = rows == j
+            exact_keys = cols[sel & exact]
+            near_keys = cols[sel & within]
+            pick = self._choose(exact_keys)
+            if pick is None:
+                pick = self._choose(near_keys)
+            if pick is None and positional and (len(near_keys) == 0 or bool((near_keys == j).any())):
+                pick = j  # trusted row order: an attack that keeps rows in place but moves them far
+            if pick is None and self.fallback is not None and (len(near_keys) == 0 or bool((near_keys == self.fallback).any())):
+                pick = self.fallback
+            if pick is None:
+                problems.append((j, "ambiguous" if len(near_keys) else "none"))
+            else:
+                out[j] = pick
+        if problems:
+            raise RowAlignmentError(self._explain(q, problems, where))
+        return out
+
+    def _choose(self, keys: torch.Tensor) -> int | None:
+        if len(keys) == 0:
+            return None
+        if len(self.group[keys].unique()) == 1:
+            return int(keys[0])
+        return None
+
+    def _explain(self, q: torch.Tensor, problems: list[tuple[int, str]], where: str) -> str:
+        j, kind = problems[0]
+        diff = q[j : j + 1] - self._flat.to(q.device)
+        dist = torch.zeros(self.rows, dtype=torch.float64, device=q.device)
+        for part in self.radius:
+            dist = torch.maximum(dist, part.distance(diff))
+        order = dist.argsort()[:2].tolist()
+        radius = "; ".join(p.describe() for p in self.radius)
+        nearest = ", ".join(f"example {i} at {float(dist[i]):.3g} x radius" for i in order)
+        frozen = sorted(self.context)
+        head = f"{where}: " if where else ""
+        if kind == "ambiguous":
+            what = (
+                f"row {j} lies within the pairing radius of several bound examples whose frozen {frozen} differ "
+                f"({nearest}): it cannot be paired with its own example"
+            )
+        else:
+            what = (
+                f"row {j} is not within the pairing radius of any bound example (nearest: {nearest}), so its "
+                f"frozen {frozen} are unknown"
+            )
+        more = f" ({len(problems)} row(s) of {len(q)} affected)" if len(problems) > 1 else ""
+        return f"{head}{what}{more}. Pairing radius ({radius})."
