@@ -124,7 +124,8 @@ class TorchattacksDriver(AttackDriver):
         return attack.get_target_label(x, labels).to(labels.device).long()
 
     def honours_bounds(self, attack: Attack, surface: AttackSurface) -> bool:
-        return surface.bounds() == (0.0, 1.0)  # narrower per-modality ranges are projected afterwards
+        bounds = surface.bounds()  # narrower per-modality ranges are projected afterwards
+        return bounds is not None and not isinstance(bounds[0], torch.Tensor) and tuple(bounds) == (0.0, 1.0)
 
     def generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if attack.targeted and attack.attack_mode != "targeted(label)":

@@ -195,34 +195,39 @@ class ContextTable:
             within[start : start + per] = ok.cpu()
             exact[start : start + per] = (diff == 0).all(1).cpu()
         rows, cols = rows.cpu(), cols.cpu()
-        out = torch.full((m,), -1, dtype=torch.long)
-        positional = self.pairing == "position" and m == self.rows
-        problems: list[tuple[int, str]] = []
-        for j in range(m):
-            sel = rows == j
-            exact_keys = cols[sel & exact]
-            near_keys = cols[sel & within]
-            pick = self._choose(exact_keys)
-            if pick is None:
-                pick = self._choose(near_keys)
-            if pick is None and positional and (len(near_keys) == 0 or bool((near_keys == j).any())):
-                pick = j  # trusted row order: an attack that keeps rows in place but moves them far
-            if pick is None and self.fallback is not None and (len(near_keys) == 0 or bool((near_keys == self.fallback).any())):
-                pick = self.fallback
-            if pick is None:
-                problems.append((j, "ambiguous" if len(near_keys) else "none"))
-            else:
-                out[j] = pick
+        groups = self.group[cols]
+        exact_pick, exact_unique, exact_any = self._per_row(m, rows, cols, groups, exact)
+        near_pick, near_unique, near_any = self._per_row(m, rows, cols, groups, within)
+        out = torch.where(exact_any & exact_unique, exact_pick, torch.where(~exact_any & near_unique & near_any, near_pick, -1))
+        unresolved = out < 0
+        if bool(unresolved.any()):
+            # trusted row order (position) or a driver's fallback example, for rows content cannot pair:
+            # only where no example is within the radius, or the trusted one is among those that are
+            near_rows = rows[within]
+            near_cols = cols[within]
+            for j in unresolved.nonzero().flatten().tolist():
+                keys_j = near_cols[near_rows == j]
+                for trusted in ((j,) if self.pairing == "position" and m == self.rows else ()) + (
+                    (self.fallback,) if self.fallback is not None else ()
+                ):
+                    if len(keys_j) == 0 or bool((keys_j == trusted).any()):
+                        out[j] = trusted
+                        break
+        problems = [(j, "ambiguous" if bool(near_any[j]) else "none") for j in (out < 0).nonzero().flatten().tolist()]
         if problems:
             raise RowAlignmentError(self._explain(q, problems, where))
         return out
 
-    def _choose(self, keys: torch.Tensor) -> int | None:
-        if len(keys) == 0:
-            return None
-        if len(self.group[keys].unique()) == 1:
-            return int(keys[0])
-        return None
+    @staticmethod
+    def _per_row(m: int, rows: torch.Tensor, cols: torch.Tensor, groups: torch.Tensor, mask: torch.Tensor):
+        """Per query row, over its candidate keys selected by ``mask``: the first key, whether they all
+        share one frozen context, and whether there is any."""
+        big = torch.iinfo(torch.long).max
+        r, c, g = rows[mask], cols[mask], groups[mask]
+        first = torch.full((m,), big, dtype=torch.long).scatter_reduce(0, r, c, "amin")
+        gmin = torch.full((m,), big, dtype=torch.long).scatter_reduce(0, r, g, "amin")
+        gmax = torch.full((m,), -1, dtype=torch.long).scatter_reduce(0, r, g, "amax")
+        return first, gmin == gmax, gmax >= 0
 
     def _explain(self, q: torch.Tensor, problems: list[tuple[int, str]], where: str) -> str:
         j, kind = problems[0]
