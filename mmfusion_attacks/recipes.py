@@ -1,8 +1,9 @@
 """Attack recipes by name: ``make_attack("pgd", fusion, ["rgb", "ir"], toolkit="art", eps={"rgb": 8/255, "ir": 16/255})``.
 
-A recipe only *configures* a stock toolkit attack (never re-implements one). ``eps`` is a float or a
-``{modality: eps}`` mapping; a mapping with different values needs a toolkit that takes per-element
-budgets (ART); torchattacks takes one scalar and raises otherwise. Register your own with
+A recipe only *configures* a stock toolkit attack (never re-implements one). ``eps`` (and ``step_size``)
+is a float or a ``{modality: eps}`` mapping, in each modality's own units. Different budgets per
+modality work with both toolkits: ART gets per-element eps arrays, torchattacks a surface scaled so
+that its one scalar eps is each modality's own budget. Register your own with
 ``@register_recipe("name", "toolkit")``.
 """
 
@@ -60,14 +61,18 @@ def _eps_for(fusion: FusionModel, attacked: Sequence[str], eps: float | Mapping[
     return {n: float(eps) for n in names}
 
 
-def _scalar(eps: dict[str, float], toolkit: str) -> float:
-    values = set(eps.values())
-    if len(values) > 1:
+def _ta_surface(fusion: FusionModel, attacked: Sequence[str], eps: dict[str, float], step: dict[str, float]):
+    """A torchattacks surface on which one scalar eps is each modality's budget, that eps and the step."""
+    from .adapters.torchattacks import to_torchattacks
+
+    surface = to_torchattacks(fusion, attacked, budget=eps)
+    steps = [step[n] / surface.units.scale[n] for n in surface.attacked]
+    if max(steps) - min(steps) > 1e-9 * max(max(steps), 1e-12):
         raise UnsupportedAttackError(
-            f"{toolkit} takes one scalar eps but per-modality budgets {eps} were asked for; use toolkit='art' "
-            "or attack each modality group separately"
+            f"torchattacks takes one scalar step: per-modality step sizes {step} must be proportional to the "
+            f"budgets {eps}"
         )
-    return values.pop()
+    return surface, surface.eps, steps[0]
 
 
 def make_attack(
@@ -101,31 +106,28 @@ def make_attack(
 def _ta_fgsm(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
-    from .adapters.torchattacks import to_torchattacks
-
-    return torchattacks.FGSM(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), **kw)
+    surface, e, _ = _ta_surface(fusion, attacked, eps, step)
+    return torchattacks.FGSM(surface, eps=e, **kw)
 
 
 @register_recipe("pgd", "torchattacks")
 def _ta_pgd(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
-    from .adapters.torchattacks import to_torchattacks
-
-    return torchattacks.PGD(
-        to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw
-    )
+    surface, e, a = _ta_surface(fusion, attacked, eps, step)
+    return torchattacks.PGD(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
 # ---------------------------------------------------------------- ART
 def _art_budgets(est, *budgets: dict[str, float]):
-    """Scalars when every modality shares each budget, else per-element arrays for all (ART wants
-    eps and eps_step of the same type)."""
+    """Each budget (given in each modality's own units) in the estimator's units: scalars when every
+    element shares it, else per-element arrays for all (ART wants eps and eps_step of the same type)."""
     from .adapters.art import eps_array
 
-    if all(len(set(b.values())) == 1 for b in budgets):
-        return [next(iter(b.values())) for b in budgets]
-    return [eps_array(est, b) for b in budgets]
+    arrays = [eps_array(est, b) for b in budgets]
+    if all(float(a.min()) == float(a.max()) for a in arrays):
+        return [float(a.flat[0]) for a in arrays]
+    return arrays
 
 
 @register_recipe("fgsm", "art")
@@ -155,11 +157,8 @@ def _art_pgd(fusion, attacked, eps, step, steps, **kw):
 def _ta_bim(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
-    from .adapters.torchattacks import to_torchattacks
-
-    return torchattacks.BIM(
-        to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw
-    )
+    surface, e, a = _ta_surface(fusion, attacked, eps, step)
+    return torchattacks.BIM(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
 @register_recipe("fgsm2", "torchattacks", targets="least-likely")
@@ -183,32 +182,24 @@ def _ta_eotpgd(fusion, attacked, eps, step, steps, eot_iter: int = 8, **kw):
     """PGD with expectation over the model's randomness (torchattacks.EOTPGD)."""
     import torchattacks
 
-    from .adapters.torchattacks import to_torchattacks
-
-    return torchattacks.EOTPGD(
-        to_torchattacks(fusion, attacked),
-        eps=_scalar(eps, "torchattacks"),
-        alpha=_scalar(step, "torchattacks"),
-        steps=steps,
-        eot_iter=eot_iter,
-        **kw,
-    )
+    surface, e, a = _ta_surface(fusion, attacked, eps, step)
+    return torchattacks.EOTPGD(surface, eps=e, alpha=a, steps=steps, eot_iter=eot_iter, **kw)
 
 
 @register_recipe("segpgd", "torchattacks")
 def _segpgd(fusion, attacked, eps, step, steps, **kw):
-    from .adapters.torchattacks import to_torchattacks
     from .attacks import SegPGD
 
-    return SegPGD(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw)
+    surface, e, a = _ta_surface(fusion, attacked, eps, step)
+    return SegPGD(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
 @register_recipe("cospgd", "torchattacks")
 def _cospgd(fusion, attacked, eps, step, steps, **kw):
-    from .adapters.torchattacks import to_torchattacks
     from .attacks import CosPGD
 
-    return CosPGD(to_torchattacks(fusion, attacked), eps=_scalar(eps, "torchattacks"), alpha=_scalar(step, "torchattacks"), steps=steps, **kw)
+    surface, e, a = _ta_surface(fusion, attacked, eps, step)
+    return CosPGD(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
 @register_recipe("bim", "art")

@@ -77,12 +77,14 @@ def test_recipes_configure_toolkit_attacks():
     assert {("fgsm", "art"), ("pgd", "torchattacks")} <= set(list_recipes())
     ta = make_attack("pgd", fusion, "ir", toolkit="torchattacks", eps=8 / 255, steps=3)
     assert type(ta).__name__ == "PGD" and ta.eps == 8 / 255 and ta.alpha == pytest.approx(2.5 * 8 / 255 / 3)
-    with pytest.raises(UnsupportedAttackError, match="one scalar eps"):
-        make_attack("pgd", fusion, ["rgb", "ir"], toolkit="torchattacks", eps={"rgb": 4 / 255, "ir": 8 / 255})
-    art = make_attack("pgd", fusion, ["rgb", "ir"], toolkit="art", eps={"rgb": 4 / 255, "ir": 8 / 255}, steps=5)
-    result = run_attack(art, batch)
-    assert float(result.norms["rgb"]["linf"].max()) <= 4 / 255 + 1e-6
-    assert float(result.norms["ir"]["linf"].max()) <= 8 / 255 + 1e-6
+    for toolkit in ("torchattacks", "art"):  # per-modality budgets with both toolkits
+        atk = make_attack("pgd", fusion, ["rgb", "ir"], toolkit=toolkit, eps={"rgb": 4 / 255, "ir": 8 / 255}, steps=5)
+        result = run_attack(atk, batch)
+        assert result.budget == {"rgb": ("inf", pytest.approx(4 / 255)), "ir": ("inf", pytest.approx(8 / 255))}
+        assert float(result.norms["rgb"]["linf"].max()) <= 4 / 255 + 1e-6
+        assert 4 / 255 < float(result.norms["ir"]["linf"].max()) <= 8 / 255 + 1e-6
+    with pytest.raises(UnsupportedAttackError, match="proportional"):
+        make_attack("pgd", fusion, ["rgb", "ir"], toolkit="torchattacks", eps={"rgb": 4 / 255, "ir": 8 / 255}, step_size=1 / 255)
     default = make_attack("fgsm", fusion, "rgb", toolkit="art")  # eps from the modality's threat model
     assert default.eps == pytest.approx(8 / 255)
     with pytest.raises(KeyError, match="no recipe"):
