@@ -63,6 +63,9 @@ class FusionModel(nn.Module):
         normalize: ``{name: (mean, std)}`` applied inside ``forward`` (per channel or scalar).
         output_key: which entry of a dict output holds the logits.
         ignore_index: a segmentation label value that marks pixels to ignore (e.g. 255).
+        defences: ``{name: defence}`` preprocessing defences applied to that modality inside the
+            model, whichever modality is attacked (ART preprocessors with BPDA gradients, or torch
+            modules; see :mod:`mmfusion_attacks.defences`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class FusionModel(nn.Module):
         normalize: Mapping[str, tuple[Any, Any]] | None = None,
         output_key: str | None = None,
         ignore_index: int | None = None,
+        defences: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -123,6 +127,14 @@ class FusionModel(nn.Module):
             self.register_buffer(f"_mean_{name}", mean_t, persistent=False)
             self.register_buffer(f"_std_{name}", std_t, persistent=False)
             self._norm_names.append(name)
+        from .defences import ModalityDefence
+
+        guards = {}
+        for name, defence in (defences or {}).items():
+            if not self._check_known(name).is_tensor:
+                raise ValueError(f"modality '{name}': preprocessing defences apply to tensor modalities only")
+            guards[name] = ModalityDefence(defence, name)
+        self.defences = nn.ModuleDict(guards)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -245,6 +257,8 @@ class FusionModel(nn.Module):
         for name, value in inputs.items():
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 out[name] = value.to(dtype=dtype, copy=True)
+        for name, defence in self.defences.items():
+            out[name] = defence(out[name])
         for name in self._norm_names:
             mean, std = getattr(self, f"_mean_{name}"), getattr(self, f"_std_{name}")
             out[name] = (out[name] - mean.to(dtype)) / std.to(dtype)
