@@ -399,7 +399,10 @@ class _FusionEstimator:
             self._context_batch, self._context_radius = batch, radius
             yield self._surface.pack(batch).cpu().numpy()
         finally:
-            self._surface._table, self._surface.packing, self._context_batch, self._context_radius = previous
+            if previous[0] is not None:
+                self._surface._table, self._surface.packing, self._context_batch, self._context_radius = previous
+            else:
+                self._surface._table, self._context_batch, self._context_radius = None, previous[2], previous[3]
 
     def x_for(self, batch: Mapping[str, Any]) -> np.ndarray:
         """The attacked modalities of ``batch`` packed as this estimator's ``x`` (numpy, float32)."""

@@ -289,7 +289,10 @@ class AttackSurface(nn.Module):
     def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Split a packed tensor back into named modalities, in each modality's own units."""
         if self.packing is None:
-            raise RuntimeError("unpack() before any batch was packed: call bind() first")
+            try:
+                self.packing = self._declared_packing()
+            except RuntimeError:
+                raise RuntimeError("unpack() before any batch was packed: call bind() first") from None
         p = self.packing
         if tuple(x.shape[1:]) != p.sample_shape:
             raise RowAlignmentError(
@@ -458,7 +461,11 @@ class AttackSurface(nn.Module):
             x = self.bind(inputs, pairing=pairing, radius=radius)
             yield x
         finally:
-            self._table, self.packing, self._bound_by = previous
+            # an enclosing context comes back; otherwise the packing stays known (for unpack)
+            if previous[0] is not None:
+                self._table, self.packing, self._bound_by = previous
+            else:
+                self._table, self._bound_by = None, previous[2]
             if state is not None:
                 state.__exit__(None, None, None)
 
