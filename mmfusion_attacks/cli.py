@@ -1,5 +1,5 @@
-"""Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark) and ``mmfusion-attacks demo``
-(also ``python -m mmfusion_attacks ...``)."""
+"""Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark), ``mmfusion-attacks defences`` (the
+defences benchmark) and ``mmfusion-attacks demo`` (also ``python -m mmfusion_attacks ...``)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default=None, help="folder for demo.json and demo.txt")
     sub.add_parser("rgbt", help="the RGB-T segmentation benchmark (options: mmfusion-attacks rgbt --help)", add_help=False)
+    sub.add_parser("defences", help="adversarial training and defences per modality (options: --help)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["rgbt"]:
         from .harness.rgbt import main as rgbt_main
 
         rgbt_main(argv[1:])
+        return 0
+    if argv[:1] == ["defences"]:
+        from .harness.defences import main as defences_main
+
+        defences_main(argv[1:])
         return 0
     args = parser.parse_args(argv)
 

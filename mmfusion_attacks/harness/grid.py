@@ -1,4 +1,5 @@
-"""Grids of attacks over a stream of batches, accumulated as confusion matrices.
+"""Grids of attacks over a stream of batches, accumulated as confusion matrices (segmentation: one
+entry per pixel; classification: one per example, so ``accuracy`` is the fraction correct).
 
 Batches are the outer loop and grid cells the inner one, so only one batch (and its adversarials)
 is alive at a time: memory does not grow with the number of images. Labels are the ground truth
@@ -70,6 +71,7 @@ class GridResult:
                 "mAcc": m.macc(include),
                 "mIoU": m.miou(include),
                 "IoU_R": m.miou(include) / clean if clean > 0 else float("nan"),
+                "accuracy": m.pixel_accuracy(),
                 "per_class_IoU": [None if v != v else round(v, 6) for v in m.per_class_iou().tolist()],
             }
             if cell in self.on_target:
@@ -83,6 +85,7 @@ class GridResult:
             "mAcc": self.clean.macc(include),
             "mIoU": self.clean.miou(include),
             "pixel_accuracy": self.clean.pixel_accuracy(),
+            "accuracy": self.clean.pixel_accuracy(),
             "per_class_IoU": [None if v != v else round(v, 6) for v in self.clean.per_class_iou().tolist()],
         }
 
@@ -159,10 +162,14 @@ def run_transfer(
     eval_repeats: int = 1,
     progress: bool = True,
     total: int | None = None,
+    metric: str = "iou_ratio",
 ) -> dict[tuple[str, str], float]:
-    """IoU ratio (mIoU on adversarials / clean mIoU) of each target model on adversarials crafted on
-    each source model (white box on the diagonal, transfer elsewhere). ``attack`` may name one recipe
-    per source; ``eval_repeats`` scores stochastic targets (randomised defences) over several draws."""
+    """Each target model on adversarials crafted on each source model (white box on the diagonal,
+    transfer elsewhere): ``metric="iou_ratio"`` (mIoU on adversarials / clean mIoU) or ``"accuracy"``
+    (fraction of pixels / examples right on adversarials). ``attack`` may name one recipe per source;
+    ``eval_repeats`` scores stochastic targets (randomised defences) over several draws."""
+    if metric not in ("iou_ratio", "accuracy"):
+        raise ValueError(f"metric must be 'iou_ratio' or 'accuracy', got {metric!r}")
     per_source = {s: attack if isinstance(attack, str) else attack[s] for s in sources}
     kwargs = attack_kwargs or {}
     built = {
@@ -193,4 +200,6 @@ def run_transfer(
                 crafted_t = {k: v.to(model.device) for k, v in crafted.items()}
                 for _ in range(eval_repeats):
                     adv[key].update(model.predict(crafted_t), truth)
+    if metric == "accuracy":
+        return {key: m.pixel_accuracy() for key, m in adv.items()}
     return {key: m.miou() / clean[key[1]].miou() for key, m in adv.items()}

@@ -10,7 +10,7 @@ from ..fusion import FusionModel
 from . import register_model
 from .weights import load_weights
 
-__all__ = ["TinyRGBTSegmenter", "tiny_rgbt_segmenter"]
+__all__ = ["TinyRGBTSegmenter", "tiny_rgbt_segmenter", "TinyRGBTClassifier", "tiny_rgbt_classifier"]
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -38,3 +38,27 @@ def tiny_rgbt_segmenter(num_classes: int = 9, width: int = 16, weights: str | No
     if weights is not None:
         load_weights(net, weights, "save one with torch.save(fusion.model.state_dict(), path)")
     return FusionModel(net, ["rgb", "ir"], task="segmentation", num_classes=num_classes).eval()
+
+
+class TinyRGBTClassifier(nn.Module):
+    """Late fusion: one small CNN per sensor, pooled features concatenated, a linear head."""
+
+    def __init__(self, num_classes: int = 3, width: int = 16) -> None:
+        super().__init__()
+
+        def stream(cin: int) -> nn.Sequential:
+            return nn.Sequential(_block(cin, width), nn.MaxPool2d(2), _block(width, width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+        self.rgb, self.ir = stream(3), stream(1)
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.rgb(rgb), self.ir(ir)], 1))
+
+
+@register_model("tiny-rgbt-classifier")
+def tiny_rgbt_classifier(num_classes: int = 3, width: int = 16, weights: str | None = None, **kwargs) -> FusionModel:
+    net = TinyRGBTClassifier(num_classes, width)
+    if weights is not None:
+        load_weights(net, weights, "save one with torch.save(fusion.model.state_dict(), path)")
+    return FusionModel(net, ["rgb", "ir"], num_classes=num_classes, **kwargs).eval()
