@@ -333,6 +333,17 @@ class _FusionEstimator:
     _context_batch: Mapping[str, Any] | None
     _context_radius: Any
 
+    def _adopt(self, model: Any, nb_classes: int | None, kwargs: dict[str, Any]) -> int:
+        """Check the surface, hold it, and fill the defaults both constructors share."""
+        if not isinstance(model, AttackSurface):
+            raise TypeError(f"{type(self).__name__} wraps an AttackSurface (use to_art(fusion, attacked)), got {type(model).__name__}")
+        self._surface = model
+        nb_classes = nb_classes or model.fusion.num_classes
+        if nb_classes is None:
+            raise ValueError(f"{type(self).__name__} needs nb_classes (or FusionModel(num_classes=...))")
+        kwargs.setdefault("device_type", _device_type(model))
+        return nb_classes
+
     def _init_context(self, context: Mapping[str, Any] | None, radius: Any) -> None:
         self._context_batch, self._context_radius = None, radius
         if context is not None:
@@ -466,13 +477,7 @@ class FusionClassifier(_FusionEstimator, PyTorchClassifier):
         radius: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, AttackSurface):
-            raise TypeError(f"FusionClassifier wraps an AttackSurface (use to_art(fusion, attacked)), got {type(model).__name__}")
-        self._surface = model
-        nb_classes = nb_classes or model.fusion.num_classes
-        if nb_classes is None:
-            raise ValueError("FusionClassifier needs nb_classes (or FusionModel(num_classes=...))")
-        kwargs.setdefault("device_type", _device_type(model))
+        nb_classes = self._adopt(model, nb_classes, kwargs)
         super().__init__(model, loss or nn.CrossEntropyLoss(), tuple(input_shape or ()), nb_classes, optimizer, *args, **kwargs)
         self._init_context(context, radius)
 
@@ -496,13 +501,7 @@ class FusionSegmenter(_FusionEstimator, PyTorchSegmenter):
         radius: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(model, AttackSurface):
-            raise TypeError(f"FusionSegmenter wraps an AttackSurface (use to_art(fusion, attacked)), got {type(model).__name__}")
-        self._surface = model
-        nb_classes = nb_classes or model.fusion.num_classes
-        if nb_classes is None:
-            raise ValueError("FusionSegmenter needs nb_classes (or FusionModel(num_classes=...))")
-        kwargs.setdefault("device_type", _device_type(model))
+        nb_classes = self._adopt(model, nb_classes, kwargs)
         kwargs.setdefault("ignore_index", model.fusion.ignore_index)
         super().__init__(model, tuple(input_shape or ()), nb_classes, **kwargs)
         self._init_context(context, radius)

@@ -32,6 +32,22 @@ def _ellipse(H: int, W: int, cy: float, cx: float, ry: float, rx: float) -> torc
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
 
 
+def street(g: torch.Generator, H: int, W: int, night: bool | None = None):
+    """The empty street every scene starts from: ``night, horizon, rgb (3, H, W), ir (H, W), ramp`` —
+    sky and road in RGB, a vertical temperature ramp in thermal (draws from ``g`` in a fixed order)."""
+    night = bool(torch.rand(1, generator=g) < 0.5) if night is None else night
+    horizon = int(torch.randint(H // 4, H // 2, (1,), generator=g))
+    rgb = torch.empty(3, H, W)
+    sky = torch.tensor([0.55, 0.7, 0.9]) + 0.05 * (torch.rand(3, generator=g) - 0.5)
+    road = torch.tensor([0.35, 0.35, 0.37]) + 0.05 * (torch.rand(3, generator=g) - 0.5)
+    rgb[:, :horizon] = sky.view(3, 1, 1)
+    rgb[:, horizon:] = road.view(3, 1, 1)
+    rgb += 0.03 * torch.randn(3, H, W, generator=g)
+    ramp = torch.linspace(0.15, 0.35, H).view(H, 1).expand(H, W)
+    ir = (ramp + 0.02 * torch.randn(H, W, generator=g)).clone()
+    return night, horizon, rgb, ir, ramp
+
+
 def render_scene(seed: int, height: int = 48, width: int = 64, night: bool | None = None) -> dict:
     """One scene: ``rgb`` (3, H, W) and ``ir`` (1, H, W) in [0, 1], ``labels`` (H, W) int64, ``night``."""
     g = torch.Generator().manual_seed(seed)
@@ -43,17 +59,8 @@ def render_scene(seed: int, height: int = 48, width: int = 64, night: bool | Non
         return int(torch.randint(lo, hi, (1,), generator=g))
 
     H, W = height, width
-    night = bool(rand(1) < 0.5) if night is None else night
-    horizon = randint(H // 4, H // 2)
+    night, horizon, rgb, ir, ramp = street(g, H, W, night)
     labels = torch.zeros(H, W, dtype=torch.long)
-    rgb = torch.empty(3, H, W)
-    sky = torch.tensor([0.55, 0.7, 0.9]) + 0.05 * (rand(3) - 0.5)
-    road = torch.tensor([0.35, 0.35, 0.37]) + 0.05 * (rand(3) - 0.5)
-    rgb[:, :horizon] = sky.view(3, 1, 1)
-    rgb[:, horizon:] = road.view(3, 1, 1)
-    rgb += 0.03 * torch.randn(3, H, W, generator=g)
-    ramp = torch.linspace(0.15, 0.35, H).view(H, 1).expand(H, W)
-    ir = (ramp + 0.02 * torch.randn(H, W, generator=g)).clone()
 
     # curve: a bright kerb line on the road, slightly warm in thermal
     row = randint(horizon + 2, H - 2)

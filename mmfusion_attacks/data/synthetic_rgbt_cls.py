@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from . import register_dataset
-from .synthetic_rgbt import _box, _ellipse
+from .synthetic_rgbt import _box, _ellipse, street
 
 __all__ = ["SyntheticRGBTScenes", "SCENE_CLASSES", "render_object_scene"]
 
@@ -33,14 +33,7 @@ def render_object_scene(seed: int, label: int, height: int = 32, width: int = 40
         return int(torch.randint(lo, hi, (1,), generator=g))
 
     H, W = height, width
-    night = bool(rand(1) < 0.5)
-    horizon = randint(H // 4, H // 2)
-    rgb = torch.empty(3, H, W)
-    rgb[:, :horizon] = (torch.tensor([0.55, 0.7, 0.9]) + 0.05 * (rand(3) - 0.5)).view(3, 1, 1)
-    rgb[:, horizon:] = (torch.tensor([0.35, 0.35, 0.37]) + 0.05 * (rand(3) - 0.5)).view(3, 1, 1)
-    rgb += 0.03 * torch.randn(3, H, W, generator=g)
-    ramp = torch.linspace(0.15, 0.35, H).view(H, 1).expand(H, W)
-    ir = (ramp + 0.02 * torch.randn(H, W, generator=g)).clone()
+    night, horizon, rgb, ir, ramp = street(g, H, W)
     empty = torch.zeros(H, W, dtype=torch.bool)
     for _ in range(randint(1, 3)):
         if label == 0:  # car: a coloured box, warm

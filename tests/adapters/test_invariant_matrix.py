@@ -31,8 +31,9 @@ def _autoattack(s):
     return atk
 
 
-def run_cell(fusion, build, batch, labels, attacked, spec, *, toolkit):
-    """Build the attack on the right adapter, run it, and check the whole contract."""
+def run_cell(fusion, build, batch, labels, attacked, spec, *, toolkit, classes=4, native_eps=None):
+    """Build the attack on the right adapter, run it, and check the whole contract. ``native_eps``
+    maps the spec's eps (toolkit units) to each modality's budget in its own units (default: equal)."""
     _, eps, norm, must_move = spec
     np.random.seed(0)
     torch.manual_seed(0)
@@ -44,8 +45,14 @@ def run_cell(fusion, build, batch, labels, attacked, spec, *, toolkit):
             attack = build(est)
     else:
         attack = build(to_torchattacks(fusion, attacked))
-    targets = (labels + 1) % 4 if find_driver(attack).targeted(attack) else None
+    targets = (labels + 1) % classes if find_driver(attack).targeted(attack) else None
     result = run_attack(attack, batch, labels, targets=targets)
+    if eps is not None:
+        for name in attacked:  # the budget the result reports, in the modality's own units
+            got_norm, got_eps = result.budget[name]
+            assert got_norm == norm
+            assert float(torch.as_tensor(got_eps).max()) == pytest.approx(native_eps(name, eps) if native_eps else eps, rel=1e-5)
+        eps = {name: float(torch.as_tensor(result.budget[name][1]).max()) for name in attacked}
     assert_contract(result, batch, before, fusion, attacked, eps=eps, norm=norm, must_move=must_move)
     return result
 
