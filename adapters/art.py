@@ -322,6 +322,17 @@ def _kept_state(module: nn.Module, *, params: bool) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
+class Context(dict):
+    """The estimator's context batch (every modality, by name); its repr is a short summary."""
+
+    def __repr__(self) -> str:
+        parts = []
+        for name, value in self.items():
+            shape = tuple(value.shape) if hasattr(value, "shape") else (len(value),)
+            parts.append(f"{name}: {shape}")
+        return "Context(" + ", ".join(parts) + ")"
+
+
 class _FusionEstimator:
     """What both fusion estimators share: the input shape follows the surface's packing; the frozen
     modalities come from an explicit, documented context (:meth:`set_context`, :meth:`bound`) in which
@@ -393,7 +404,7 @@ class _FusionEstimator:
         batch = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in batch.items()}
         x = self._surface.bind(batch, radius=radius)
-        self._context_batch, self._context_radius = batch, radius
+        self._context_batch, self._context_radius = Context(batch), radius
         return x.detach().cpu().numpy()
 
     def clear_context(self) -> None:
@@ -407,7 +418,7 @@ class _FusionEstimator:
         previous = (self._surface._table, self._surface.packing, self._context_batch, self._context_radius)
         try:
             self._surface.bind(batch, radius=radius, pairing=pairing)  # type: ignore[arg-type]
-            self._context_batch, self._context_radius = batch, radius
+            self._context_batch, self._context_radius = Context(batch), radius
             yield self._surface.pack(batch).cpu().numpy()
         finally:
             if previous[0] is not None:
