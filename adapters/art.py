@@ -355,6 +355,19 @@ class _FusionEstimator:
         kwargs.setdefault("device_type", _device_type(model))
         return nb_classes
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """After unpickling, hold the module ART calls: ``PyTorchClassifier.__getstate__`` pickles a shallow
+        copy of the surface (``inner_model``) and ``__setstate__`` wraps that copy, so without this
+        ``set_context`` would bind a surface that ``predict`` never uses."""
+        parent = getattr(super(), "__setstate__", None)  # PyTorchClassifier has one; PyTorchSegmenter does not
+        if parent is not None:
+            parent(state)
+        else:
+            self.__dict__.update(state)
+        inner = getattr(getattr(self, "_model", None), "_model", None)
+        if isinstance(inner, AttackSurface):
+            self._surface = inner
+
     def _init_context(self, context: Mapping[str, Any] | None, radius: Any) -> None:
         self._context_batch, self._context_radius = None, radius
         if context is not None:
@@ -367,13 +380,11 @@ class _FusionEstimator:
         given = getattr(self, "_input_shape", None)
         if given:
             return tuple(given)
-        try:
-            return self._surface._declared_packing().sample_shape
-        except RuntimeError:
-            raise RuntimeError(
-                f"the input shape of the surface for {list(self._surface.attacked)} is known once a batch is "
-                "bound: pass sample= or context= to to_art(), or call est.set_context(batch)"
-            ) from None
+        # declared image channels alone do not give the image size: (C,) would not be one sample's shape
+        raise RuntimeError(
+            f"the input shape of the surface for {list(self._surface.attacked)} is known once a batch is "
+            "bound: pass sample= or context= (or input_shape=) to to_art(), or call est.set_context(batch)"
+        )
 
     @property
     def surface(self) -> AttackSurface:

@@ -96,6 +96,7 @@ class AttackDriver(ABC):
 
     def preflight(self, attack: Any, surface: AttackSurface, budget: Budget | None) -> None:
         """Refuse, before any work, a configuration the toolkit cannot run correctly."""
+        return None
 
     @abstractmethod
     def generate(self, attack: Any, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor: ...

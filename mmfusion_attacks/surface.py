@@ -254,14 +254,15 @@ class AttackSurface(nn.Module):
         sizes = tuple(int(torch.Size(s).numel()) for s in shapes)
         return Packing("flat", self.attacked, shapes, sizes, as_image=self.flat_as_image)
 
-    def _declared_packing(self) -> Packing:
-        """The channel packing implied by declared image channels (before any batch is bound)."""
+    def _declared_packing(self, spatial: tuple[int, ...] = ()) -> Packing:
+        """The channel packing implied by declared image channels (before any batch is bound); ``spatial``
+        is the image size when a query shows it (without it, only the channel layout is known)."""
         mods = [self.fusion.modalities[n] for n in self.attacked]
         if not all(m.kind == "image" and m.channels for m in mods):
             raise RuntimeError(
                 f"the packing of {list(self.attacked)} depends on the data: bind() a batch (or pass sample=) first"
             )
-        return Packing("channels", self.attacked, tuple((m.channels,) for m in mods), tuple(m.channels for m in mods))
+        return Packing("channels", self.attacked, tuple((m.channels, *spatial) for m in mods), tuple(m.channels for m in mods))
 
     def _to_toolkit(self, name: str, t: torch.Tensor) -> torch.Tensor:
         if self.units.is_identity(name):
@@ -290,7 +291,7 @@ class AttackSurface(nn.Module):
         """Split a packed tensor back into named modalities, in each modality's own units."""
         if self.packing is None:
             try:
-                self.packing = self._declared_packing()
+                self.packing = self._declared_packing(tuple(x.shape[2:]))
             except RuntimeError:
                 raise RuntimeError("unpack() before any batch was packed: call bind() first") from None
         p = self.packing
@@ -507,9 +508,7 @@ class AttackSurface(nn.Module):
 
     def _context_for(self, x: torch.Tensor) -> dict[str, Any]:
         if not self.frozen:
-            if self._table is None and self.packing is None:
-                raise RuntimeError(f"attack surface for {list(self.attacked)}: bind(batch) before calling it")
-            return {}
+            return {}  # nothing frozen: no context needed; unpack() resolves the declared packing
         idx = self.pair(x)
         table = self._table
         assert table is not None

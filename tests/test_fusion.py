@@ -177,9 +177,9 @@ def test_amp_runs_the_model_in_bfloat16_and_returns_float32_logits(trained_segme
 def test_amp_attacks_keep_the_contract(trained_segmenter):
     import torchattacks
     from conftest import rule_labels
+    from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
     from mmfusion_attacks import run_attack
-    from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
     batch = make_batch(seed=4)
     labels = rule_labels(batch)

@@ -80,10 +80,10 @@ def test_rows_are_paired_by_content_in_any_order_and_subset(fm):
 def test_one_example_pairs_everything_only_when_asked(fm):
     one = {k: v[:1] for k, v in make_batch().items()}
     s = fm.surface("ir")
-    with s.bound(one, pairing="broadcast") as x:  # one sample: every query row is that sample
+    with s.bound(one, pairing="broadcast"):  # one sample: every query row is that sample
         expanded = s(torch.rand(5, 1, 8, 8))
         assert torch.allclose(expanded[:1], fm({"rgb": one["rgb"], "ir": torch.rand(1, 1, 8, 8)}), atol=1) and expanded.shape == (5, 4)
-    with s.bound(one) as x:
+    with s.bound(one):
         with pytest.raises(RowAlignmentError):
             s(torch.rand(5, 1, 8, 8))
 

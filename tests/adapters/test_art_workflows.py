@@ -115,13 +115,13 @@ def test_per_modality_budgets_for_scalar_only_attacks(build, batch, cls_labels):
 )
 def test_mixed_ranges_attacked_together(build, cls_labels):
     fusion, b = wide_ir_model(), wide_ir_batch()
-    est = to_art(fusion, ["rgb", "ir"])  # different ranges: ART sees both in [0, 1]
+    est = to_art(fusion, ["rgb", "ir"], sample=b)  # different ranges: ART sees both in [0, 1]
     assert np.asarray(est.clip_values).tolist() == [0.0, 1.0]
     attack = build(est)
     result = run_attack(attack, b, cls_labels, targets=(cls_labels + 1) % CLASSES if "Saliency" in type(attack).__name__ else None)
     for name, (lo, hi) in (("rgb", (0, 1)), ("ir", (0, 2))):
         assert lo <= float(result.inputs[name].min()) and float(result.inputs[name].max()) <= hi
-    native = to_art(fusion, ["rgb", "ir"], units="native")
+    native = to_art(fusion, ["rgb", "ir"], units="native", sample=b)
     with pytest.raises(UnsupportedAttackError, match="per-element clip values.*units='unit'"):
         run_attack(build(native), b, cls_labels, targets=(cls_labels + 1) % CLASSES)
 
