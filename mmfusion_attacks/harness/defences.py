@@ -164,10 +164,10 @@ def format_tables(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train-size", type=int, default=450)
-    p.add_argument("--test-size", type=int, default=240)
-    p.add_argument("--epochs", type=int, default=6, help="epochs of normal training")
-    p.add_argument("--adv-epochs", type=int, default=10, help="epochs of adversarial training")
+    p.add_argument("--train-size", type=int, default=600)
+    p.add_argument("--test-size", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=12, help="epochs of normal training")
+    p.add_argument("--adv-epochs", type=int, default=15, help="epochs of adversarial training")
     p.add_argument("--train-steps", type=int, default=3, help="PGD steps inside adversarial training")
     p.add_argument("--eps-255", type=float, default=8.0)
     p.add_argument("--steps", type=int, default=10, help="PGD steps of the evaluation attacks")

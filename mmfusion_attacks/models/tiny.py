@@ -41,13 +41,19 @@ def tiny_rgbt_segmenter(num_classes: int = 9, width: int = 16, weights: str | No
 
 
 class TinyRGBTClassifier(nn.Module):
-    """Late fusion: one small CNN per sensor, pooled features concatenated, a linear head."""
+    """Late fusion: one small CNN per sensor, pooled features concatenated, a linear head. Group norm,
+    not batch norm: on small balanced batches batch norm learns cues relative to the batch that its
+    running statistics do not reproduce at test time (measured: 0.99 accuracy in train mode, 0.53 in
+    eval mode)."""
 
     def __init__(self, num_classes: int = 3, width: int = 16) -> None:
         super().__init__()
 
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(4, cout), nn.LeakyReLU(0.2))
+
         def stream(cin: int) -> nn.Sequential:
-            return nn.Sequential(_block(cin, width), nn.MaxPool2d(2), _block(width, width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            return nn.Sequential(block(cin, width), nn.MaxPool2d(2), block(width, width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
         self.rgb, self.ir = stream(3), stream(1)
         self.head = nn.Linear(2 * width, num_classes)
