@@ -14,5 +14,7 @@ from .mfnet import MFNet  # noqa: E402  (each module registers its factories)
 from .rtfnet import RTFNet  # noqa: E402
 from .smp_fusion import TwoStreamUnet  # noqa: E402
 from .tiny import TinyRGBTSegmenter  # noqa: E402
+from .weights import WeightsError, WeightsMismatchError, load_weights  # noqa: E402
 
-__all__ = ["MODELS", "register_model", "create_model", "MFNet", "RTFNet", "TinyRGBTSegmenter", "TwoStreamUnet"]
+__all__ = ["MODELS", "register_model", "create_model", "MFNet", "RTFNet", "TinyRGBTSegmenter", "TwoStreamUnet",
+           "WeightsError", "WeightsMismatchError", "load_weights"]

@@ -1,5 +1,8 @@
 """The MF loader on a small fixture generated in exactly the public layout."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -58,9 +61,136 @@ def test_clear_errors(tmp_path):
     (root / "val.txt").unlink()
     with pytest.raises(FileNotFoundError, match="val.txt"):
         create_dataset("mf", root=root, split="val")
+    good = (root / "images" / "00001D.png").read_bytes()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "images" / "00001D.png")
     with pytest.raises(ValueError, match="00001D.*HxWx4"):
-        create_dataset("mf", root=root, split="test")[0]
+        create_dataset("mf", root=root, split="test")  # the PNG header already says 3 channels
+    with pytest.raises(ValueError, match="00001D.*HxWx4"):
+        create_dataset("mf", root=root, split="test", validate="files")[0]
+    (root / "images" / "00001D.png").write_bytes(good)
     Image.fromarray(np.full((8, 8), 12, np.uint8)).save(root / "labels" / "00003D.png")
     with pytest.raises(ValueError, match="00003D.*class 12"):
         create_dataset("mf", root=root, split="test")[2]
+
+
+# -- validation before work starts -------------------------------------------------------------
+
+OFFICIAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mfnet-official"
+
+
+def test_real_mf_frames_are_rgba_and_load(tmp_path):
+    """The published MF frames are PNGs that PIL reports as RGBA (thermal in the alpha slot): the
+    opaque-alpha rule must accept them. Copied into a temporary MF layout, never into the repo."""
+    frames = [OFFICIAL / "01234N.png", OFFICIAL / "01477D.png"]
+    if not all(f.is_file() for f in frames):
+        pytest.skip(f"real MF frames not found in {OFFICIAL}")
+    root = tmp_path / "MF"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for frame in frames:
+        with Image.open(frame) as image:
+            assert image.mode == "RGBA"
+            size = image.size
+        (root / "images" / frame.name).write_bytes(frame.read_bytes())
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(root / "labels" / frame.name)
+    (root / "test.txt").write_text("01234N\n01477D.png\n")
+    ds = create_dataset("mf", root=root, split="test", validate="pixels")
+    item = ds[1]
+    raw = np.array(Image.open(frames[1]))
+    assert item["ir"].shape == (1, 480, 640) and item["name"] == "01477D"
+    assert torch.equal((item["ir"][0] * 255).round().byte(), torch.from_numpy(raw[..., 3]))
+
+
+def test_opaque_alpha_is_not_read_as_thermal(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    path = root / "images" / "00002N.png"
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("RGBA").save(path)  # an ordinary RGB picture with an opaque alpha channel
+    assert Image.open(path).mode == "RGBA"
+    ds = create_dataset("mf", root=root, split="test")  # the header is that of a real frame
+    ds[0]
+    with pytest.raises(ValueError, match=f"{path}.*channel 3.*255 at every pixel"):
+        ds[1]
+    with pytest.raises(ValueError, match=f"{path}.*255 at every pixel"):
+        create_dataset("mf", root=root, split="test", validate="pixels")
+    # a thermal channel that is hot somewhere but not everywhere is fine
+    thermal = np.full((8, 8, 1), 255, np.uint8)
+    thermal[0, 0] = 254
+    Image.fromarray(np.concatenate([rgb, thermal], 2)).save(path)
+    assert int(create_dataset("mf", root=root, split="test", validate="pixels")[1]["ir"].min() * 255 + 0.5) == 254
+
+
+@pytest.mark.parametrize("text", ["", "\n", "  \n\n\t\n"])
+def test_empty_split_file(tmp_path, text):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    (root / "val.txt").write_text(text)
+    with pytest.raises(ValueError, match=r"val\.txt lists no frame names"):
+        create_dataset("mf", root=root, split="val")
+
+
+def test_duplicate_names(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    (root / "train.txt").write_text("00001D\n00002N\n00003D\n00001D.png\n")
+    with pytest.raises(ValueError, match=r"train\.txt lists 1 frame name.*'00001D' on lines 1, 4"):
+        create_dataset("mf", root=root, split="train")
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "2"])
+def test_limit_must_be_none_or_positive(tmp_path, limit):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    with pytest.raises(ValueError, match="limit must be None.*positive int"):
+        create_dataset("mf", root=root, split="test", limit=limit)
+
+
+def test_limit_counts_frames(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    assert len(create_dataset("mf", root=root, split="test", limit=1)) == 1
+    assert len(create_dataset("mf", root=root, split="test", limit=np.int64(2))) == 2
+    assert len(create_dataset("mf", root=root, split="test", limit=100)) == 3
+    assert len(create_dataset("mf", root=root, split="test", limit=None)) == 3
+
+
+@pytest.mark.parametrize("entry", ["../secret", "../../etc/passwd", "/etc/passwd", "sub/00001D", "..\\secret", "..", "."])
+def test_entries_that_escape_the_root(tmp_path, entry):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    # a frame outside images/ that the entry could reach
+    Image.fromarray(np.ones((8, 8, 4), np.uint8)).save(root / "secret.png")
+    (root / "test.txt").write_text(f"00001D\n{entry}\n")
+    with pytest.raises(ValueError, match=r"test\.txt has 1 entry that (is|are) not (a )?plain frame names?.*line 2: " + re.escape(repr(entry))):
+        create_dataset("mf", root=root, split="test")
+
+
+def test_missing_files_fail_at_construction(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    (root / "labels" / "00003D.png").unlink()
+    (root / "images" / "00002N.png").unlink()
+    for validate in ("files", "headers", "pixels"):
+        with pytest.raises(FileNotFoundError, match=r"2 file\(s\).*missing.*images.00002N\.png.*labels.00003D\.png"):
+            create_dataset("mf", root=root, split="test", validate=validate)
+    assert create_dataset("mf", root=root, split="test", limit=1).names == ["00001D"]  # only the selected frames are needed
+    (root / "labels").rename(root / "labels-old")
+    with pytest.raises(FileNotFoundError, match="missing labels/"):
+        create_dataset("mf", root=root, split="test")
+
+
+def test_header_checks(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(root / "labels" / "00002N.png")
+    with pytest.raises(ValueError, match="00002N' are 6x8, image is 8x8"):
+        create_dataset("mf", root=root, split="test")
+    ds = create_dataset("mf", root=root, split="test", validate="files")  # cheaper check: found when read
+    with pytest.raises(ValueError, match="00002N' are \\(6, 8\\)"):
+        ds[1]
+    (root / "images" / "00003D.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="00003D: cannot read the PNG header"):
+        create_dataset("mf", root=root, split="test")
+    with pytest.raises(ValueError, match="validate must be one of"):
+        create_dataset("mf", root=root, split="test", validate="everything")
+
+
+def test_pixels_validation_reads_every_frame_up_front(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    Image.fromarray(np.full((8, 8), 12, np.uint8)).save(root / "labels" / "00003D.png")
+    create_dataset("mf", root=root, split="test")  # headers cannot see class ids
+    with pytest.raises(ValueError, match="00003D.*class 12"):
+        create_dataset("mf", root=root, split="test", validate="pixels")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from harness.test_eot_defence import plain_vs_eot
 
 from mmfusion_attacks.harness import GridSpec, run_grid
