@@ -641,6 +641,20 @@ class ArtDriver(AttackDriver):
                 + f": build the estimator with to_art(fusion, {list(surface.attacked)}, budget={{modality: eps}}) "
                 "so that one scalar eps (est.surface.eps) is each modality's own budget"
             )
+        packing = surface.packing
+        if name == "SquareAttack" and packing is not None:
+            if packing.layout != "channels":
+                raise UnsupportedAttackError(
+                    f"ART SquareAttack works on images only, but {list(surface.attacked)} have different sizes "
+                    f"{[s[1:] for s in packing.shapes]} and are packed flat: attack them separately"
+                )
+            h, w = packing.sample_shape[1:]
+            tile = max(int(round(np.sqrt(float(getattr(attack, "p_init", 0.8)) * h * w))), 1)
+            if tile >= min(h, w):
+                raise UnsupportedAttackError(
+                    f"ART SquareAttack (p_init={getattr(attack, 'p_init', 0.8)}) draws squares of side {tile}, which must "
+                    f"be smaller than the {h}x{w} image of {list(surface.attacked)} (it fails with 'high <= 0'): lower p_init"
+                )
         clip = getattr(attack.estimator, "clip_values", None)
         if name in SCALAR_CLIP_ONLY and clip is not None and np.asarray(clip[0]).size > 1:
             raise UnsupportedAttackError(

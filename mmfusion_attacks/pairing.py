@@ -87,15 +87,16 @@ class RadiusPart:
             return self.eps * math.sqrt(self.stop - self.start)
         return float(self.eps)  # L2 <= L1
 
-    def within(self, diff: torch.Tensor) -> torch.Tensor:
-        """Which rows of ``diff`` (P, D) lie within the radius on this modality."""
+    def within(self, diff: torch.Tensor, atol: float = _ABS_TOL) -> torch.Tensor:
+        """Which rows of ``diff`` (P, D) lie within the radius on this modality (``atol``: the rounding
+        a toolkit's float arithmetic adds at the values' magnitude)."""
         part = diff[:, self.start : self.stop].to(torch.float64)
         if self.norm == "inf":
             eps = self.eps.to(part.device) if isinstance(self.eps, torch.Tensor) else self.eps
             excess = part.abs() - eps * (1 + _REL_TOL)
-            return excess.amax(1) <= _ABS_TOL if part.shape[1] else torch.ones(len(part), dtype=torch.bool, device=part.device)
+            return excess.amax(1) <= atol if part.shape[1] else torch.ones(len(part), dtype=torch.bool, device=part.device)
         dist = part.norm(p=2 if self.norm == "2" else 1, dim=1)
-        return dist <= float(self.eps) * (1 + _REL_TOL) + _ABS_TOL
+        return dist <= float(self.eps) * (1 + _REL_TOL) + atol * max(1.0, math.sqrt(self.stop - self.start))
 
     def distance(self, diff: torch.Tensor) -> torch.Tensor:
         """This modality's distance in units of its radius (<= 1 means within)."""
@@ -160,6 +161,9 @@ class ContextTable:
             ids.append(groups.setdefault(h.digest(), len(groups)))
         self.group = torch.tensor(ids, dtype=torch.long)
         self.prefilter = math.sqrt(sum(p.l2_bound() ** 2 for p in self.radius))
+        magnitude = float(self._flat.abs().max()) if self._flat.numel() else 1.0
+        eps = torch.finfo(self._flat.dtype).eps if self._flat.is_floating_point() else 0.0
+        self.atol = _ABS_TOL + 4 * eps * max(1.0, magnitude)
         #: an example to pair unpairable rows with (set by a driver that knows the toolkit's loop)
         self.fallback: int | None = None
 
@@ -182,7 +186,8 @@ class ContextTable:
         ksq = self._sq.to(q.device)
         d2 = qsq[:, None] + ksq[None, :] - 2 * (qk @ keys.T)
         slack = 1e-3 * (qsq[:, None] + ksq[None, :]) + 1e-6
-        rows, cols = torch.nonzero(d2 <= self.prefilter**2 * (1 + _REL_TOL) ** 2 + slack, as_tuple=True)
+        bound = self.prefilter * (1 + _REL_TOL) + self.atol * math.sqrt(q.shape[1])
+        rows, cols = torch.nonzero(d2 <= bound**2 + slack, as_tuple=True)
         within = torch.zeros(len(rows), dtype=torch.bool)
         exact = torch.zeros(len(rows), dtype=torch.bool)
         per = max(1, _CHUNK // max(1, q.shape[1]))
@@ -191,7 +196,7 @@ class ContextTable:
             diff = q[r] - keys[c]
             ok = torch.ones(len(r), dtype=torch.bool, device=q.device)
             for part in self.radius:
-                ok &= part.within(diff)
+                ok &= part.within(diff, self.atol)
             within[start : start + per] = ok.cpu()
             exact[start : start + per] = (diff == 0).all(1).cpu()
         rows, cols = rows.cpu(), cols.cpu()

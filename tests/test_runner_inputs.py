@@ -163,3 +163,26 @@ def test_unknown_range_modalities_and_float64_art_queries(classifier):
     assert preds.dtype == np.float32
     with pytest.raises(ValueError, match="budget must be"):
         to_art(FusionModel(TinyFusionClassifier(), ["rgb", Modality("ir", "image", 1)]), ["rgb", "ir"], budget={"rgb": 0.0, "ir": 1.0})
+
+
+def test_budget_check_allows_float_rounding_at_large_magnitudes(cls_labels):
+    """Found by fuzzing: ART's float32 x + eps on a [0, 255] modality rounds by ~1e-5."""
+    torch.manual_seed(0)
+    fusion = FusionModel(TwoSizes(), ["rgb", Modality("ir", "image", 1, valid_range=(0.0, 255.0))], num_classes=CLASSES)
+    g = torch.Generator().manual_seed(3)
+    batch = {"rgb": torch.rand(3, 3, 4, 4, generator=g), "ir": 255 * torch.rand(3, 1, 4, 4, generator=g)}
+    result = run_attack(ae.FastGradientMethod(to_art(fusion, "ir"), eps=0.3), batch, cls_labels)
+    assert float((result.inputs["ir"].double() - batch["ir"].double()).abs().max()) <= 0.3
+
+
+def test_art_square_refuses_what_it_cannot_run(cls_labels):
+    """Found by fuzzing: Square crashes deep in numpy ('high <= 0') on images no larger than its squares,
+    and on flat (different-size) packings."""
+    torch.manual_seed(0)
+    fusion = FusionModel(TwoSizes(), ["rgb", "ir"], num_classes=CLASSES)
+    tiny = {"rgb": torch.rand(3, 3, 4, 4), "ir": torch.rand(3, 1, 4, 4)}
+    with pytest.raises(UnsupportedAttackError, match="squares of side 4"):
+        run_attack(ae.SquareAttack(to_art(fusion, "rgb"), eps=8 / 255, max_iter=3, verbose=False), tiny, cls_labels)
+    mixed = {"rgb": torch.rand(3, 3, 8, 8), "ir": torch.rand(3, 1, 4, 4)}
+    with pytest.raises(UnsupportedAttackError, match="packed flat"):
+        run_attack(ae.SquareAttack(to_art(fusion, ["rgb", "ir"]), eps=8 / 255, max_iter=3, verbose=False), mixed, cls_labels)
