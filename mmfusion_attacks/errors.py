@@ -17,6 +17,8 @@ __all__ = [
     "InvariantViolationError",
     "NonFiniteOutputError",
     "NoPerturbationWarning",
+    "MissingResourceError",
+    "TextInputError",
 ]
 
 
@@ -73,6 +75,15 @@ class InvariantViolationError(MMFusionError, RuntimeError):
 
 class NonFiniteOutputError(MMFusionError, RuntimeError):
     """The model returned NaN or infinite logits: no attack result computed from them can be trusted."""
+
+
+class MissingResourceError(MMFusionError, RuntimeError):
+    """A file or corpus an attack, model or dataset needs (WordNet, stopwords, weights, embeddings) is not
+    available offline; the message names it and says how to get it."""
+
+
+class TextInputError(InputError):
+    """Text a text attack cannot work on (empty, not a string, only stopwords, too long for the model)."""
 
 
 class NoPerturbationWarning(UserWarning):

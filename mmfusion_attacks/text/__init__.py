@@ -1,0 +1,1 @@
+"""Text-side support: offline nltk / TextAttack resources and seeded text perturbations."""
