@@ -212,6 +212,8 @@ for _preset in (
     Modality("image", "image", 3, description="generic RGB image in [0, 1]"),
     Modality("gray", "image", 1, description="single-channel image in [0, 1]"),
     Modality("xray", "image", 1, description="radiograph in [0, 1]"),
+    Modality("frontal", "image", 1, description="frontal (PA / AP) chest radiograph in [0, 1]"),
+    Modality("lateral", "image", 1, description="lateral chest radiograph in [0, 1]"),
     Modality("text", "text", description="a caption or report: a list of strings"),
     Modality(
         "audio",
