@@ -258,11 +258,46 @@ class FusionModel(nn.Module):
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 out[name] = value.to(dtype=dtype, copy=True)
         for name, defence in self.defences.items():
-            out[name] = defence(out[name])
+            if name in out:
+                out[name] = defence(out[name])
         for name in self._norm_names:
+            if name not in out:
+                continue
             mean, std = getattr(self, f"_mean_{name}"), getattr(self, f"_std_{name}")
             out[name] = (out[name] - mean.to(dtype)) / std.to(dtype)
         return out
+
+    # ------------------------------------------------------------------ towers
+    @property
+    def towers(self) -> tuple[str, ...]:
+        """The modalities the wrapped network encodes separately (its ``towers``, with ``encode(name, value)``
+        and ``fuse(features)``); empty when it does not expose them. A held modality's features can then be
+        computed once and reused for every query of an attack on another modality."""
+        net = self.model
+        names = getattr(net, "towers", ())
+        if not names or not callable(getattr(net, "encode", None)) or not callable(getattr(net, "fuse", None)):
+            return ()
+        if callable(self.input_style) or self.input_style != "named" or any(self.arg_names[n] != n for n in self.modalities):
+            return ()
+        return tuple(n for n in names if n in self.modalities)
+
+    def encode(self, name: str, value: Any) -> torch.Tensor:
+        """Features of one modality from the network's own tower, after this wrapper's preprocessing
+        (dtype, defences, normalisation) exactly as ``forward`` applies it."""
+        if name not in self.towers:
+            raise ValueError(f"modality '{name}' has no separate tower in {type(self.model).__name__} (towers: {self.towers})")
+        prepared = self._prepared({name: value})
+        return self.model.encode(name, prepared[name])
+
+    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from per-tower features (see :meth:`encode`); equal to ``forward`` on the same inputs."""
+        if self.amp_dtype is None:
+            logits = unwrap_logits(self.model.fuse(dict(features)), self.output_key)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):
+                logits = unwrap_logits(self.model.fuse(dict(features)), self.output_key)
+            logits = logits.float()
+        return self.check_logits(logits)
 
     def call_model(self, inputs: Batch) -> Any:
         """Call the wrapped network in its own convention; return its raw output."""

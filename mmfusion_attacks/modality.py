@@ -16,9 +16,9 @@ from typing import Any, Literal
 import torch
 
 from .errors import (
-    InputError,
     NonFiniteInputError,
     ShapeMismatchError,
+    TextInputError,
     UnknownModalityError,
     ValueRangeError,
 )
@@ -131,11 +131,11 @@ class Modality:
         if self.kind == "text":
             for i, text in enumerate(value):
                 if not isinstance(text, str):
-                    raise ShapeMismatchError(
+                    raise TextInputError(
                         f"modality '{self.name}': item {i} is {type(text).__name__}, expected str"
                     )
                 if not text.strip():
-                    raise InputError(f"modality '{self.name}': item {i} is empty text")
+                    raise TextInputError(f"modality '{self.name}': item {i} is empty text")
             return n
         if not value.is_floating_point():
             raise ShapeMismatchError(

@@ -136,8 +136,15 @@ def register_driver(driver: AttackDriver) -> AttackDriver:
     return driver
 
 
+#: adapters imported only for attacks whose class comes from that toolkit (textattack imports in ~13 s)
+_LAZY_ADAPTERS = {"textattack": "mmfusion_attacks.adapters.textattack"}
+
+
 def find_driver(attack: Any) -> AttackDriver:
-    for module in _ADAPTERS:
+    modules = list(_ADAPTERS)
+    roots = {c.__module__.split(".")[0] for c in type(attack).__mro__}
+    modules += [m for root, m in _LAZY_ADAPTERS.items() if root in roots]
+    for module in modules:
         try:
             importlib.import_module(module)
         except ImportError:  # that toolkit is not installed
@@ -376,7 +383,8 @@ def run_attack(
 
     Args:
         attack: a torchattacks ``Attack`` built on ``fusion.surface(...)`` / ``to_torchattacks(...)``,
-            or an ART evasion attack built on an adapter estimator.
+            an ART evasion attack built on an adapter estimator, or a TextAttack ``Attack`` built on
+            ``FusionModelWrapper(fusion)`` (texts come back attacked, every other modality unchanged).
         inputs: ``{modality: tensor}`` for every modality of the model (never modified), any floating
             dtype (the model computes in its own; results come back in yours).
         labels: ground-truth class ids (torch or numpy, ids or one-hot); ``None``: the clean
@@ -394,6 +402,8 @@ def run_attack(
     if batching not in ("auto", "batch", "sample"):
         raise ValueError(f"batching must be 'auto', 'batch' or 'sample', got {batching!r}")
     driver = find_driver(attack)
+    if getattr(driver, "runs_examples", False):  # text attacks: one example at a time, the driver runs it
+        return driver.run(attack, inputs, labels, targets=targets, clean_logits=clean_logits, success_fraction=success_fraction)
     surface = driver.surface(attack)
     fusion = surface.fusion
     n = fusion.validate_inputs(inputs)
