@@ -54,7 +54,7 @@ from mmfusion_attacks.text.resources import import_textattack
 textattack = import_textattack()
 from textattack.models.wrappers import ModelWrapper  # noqa: E402
 
-__all__ = ["FusionModelWrapper", "TextAttackDriver", "KEY_COLUMN", "text_attack_dataset", "words_changed"]
+__all__ = ["FusionModelWrapper", "TextAttackDriver", "KEY_COLUMN", "text_attack_dataset", "words_changed", "perturb_text", "check_texts"]
 
 #: name of the column that carries an example's key in TextAttack inputs
 KEY_COLUMN = "example"
@@ -458,3 +458,79 @@ class TextAttackDriver(AttackDriver):
 
 
 register_driver(TextAttackDriver())
+
+
+def perturb_text(
+    augmenter: Any,
+    fusion: FusionModel,
+    inputs: Mapping[str, Any],
+    labels: Any = None,
+    *,
+    text: str | None = None,
+    ids: Sequence[Any] | None = None,
+) -> AdversarialBatch:
+    """Apply a seeded text augmenter (:class:`~mmfusion_attacks.text.augment.SynonymSubstitution`,
+    :class:`~mmfusion_attacks.text.augment.WordDeletion`, or any callable ``list[str] -> list[str]``) to the
+    text of a batch, every other modality unchanged, and score the model on the result: the same
+    :class:`AdversarialBatch` as an attack (random perturbations are not optimised against the model)."""
+    if text is None:
+        texts = [n for n, m in fusion.modalities.items() if m.kind == "text"]
+        if len(texts) != 1:
+            raise UnsupportedAttackError(f"the model has text modalities {texts}: pass text=")
+        text = texts[0]
+    if fusion.modality(text).kind != "text":
+        raise UnsupportedAttackError(f"modality '{text}' is not text: a text augmenter cannot perturb it")
+    n = fusion.validate_inputs(inputs)
+    if n == 0:
+        raise InputError(f"the batch is empty (0 rows in {list(inputs)})")
+    work = _working_copy(inputs, fusion.device, fusion.compute_dtype)
+    originals = list(work[text])
+    if hasattr(augmenter, "details"):
+        details = augmenter.details(originals, ids)
+        adv_texts = [d.perturbed for d in details]
+        changed = torch.tensor([d.n_changed for d in details], dtype=torch.long)
+        n_words = torch.tensor([d.n_words for d in details], dtype=torch.long)
+        skipped = [i for i, d in enumerate(details) if getattr(d, "reason", None)]
+    else:
+        adv_texts = list(augmenter(originals))
+        before = [textattack.shared.AttackedText(t) for t in originals]
+        after = [textattack.shared.AttackedText(t) for t in adv_texts]
+        changed = torch.tensor([words_changed(a, b) for a, b in zip(before, after)], dtype=torch.long)
+        n_words = torch.tensor([len(a.words) for a in before], dtype=torch.long)
+        skipped = []
+    if len(adv_texts) != n or not all(isinstance(t, str) for t in adv_texts):
+        raise UnsupportedAttackError(f"{type(augmenter).__name__} must return one string per text")
+    with frozen_model_state(fusion), torch.no_grad():
+        logits = fusion(work)
+        adv_logits = fusion({**work, text: adv_texts})
+    for what, value in (("clean", logits), ("perturbed", adv_logits)):
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the {what} batch")
+    clean_pred, adv_pred = logits.argmax(1), adv_logits.argmax(1)
+    if labels is None:
+        used, source = clean_pred.clone(), "clean-prediction"
+    else:
+        used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
+    score, success = _success("classification", adv_pred, used, None, None, 0.5)
+    result_inputs = {
+        k: (adv_texts if k == text else (v.detach().clone() if isinstance(v, torch.Tensor) else list(v))) for k, v in inputs.items()
+    }
+    flags = [f"skipped: {len(skipped)} row(s) had nothing to change: {skipped[:10]}"] if skipped else []
+    return AdversarialBatch(
+        inputs=result_inputs,
+        attacked=(text,),
+        labels=used,
+        labels_source=source,
+        targets=None,
+        clean_pred=clean_pred,
+        adv_pred=adv_pred,
+        score=score,
+        success=success,
+        norms={text: {"words_changed": changed, "fraction_changed": changed.float() / n_words.clamp_min(1).float()}},
+        batching="batch",
+        toolkit="textattack",
+        attack_name=repr(augmenter),
+        budget={text: None},
+        flags=flags,
+        extras={"queries": torch.zeros(n, dtype=torch.long), "words": n_words},
+    )

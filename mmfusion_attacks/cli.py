@@ -1,5 +1,6 @@
 """Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark), ``mmfusion-attacks defences`` (the
-defences benchmark) and ``mmfusion-attacks demo`` (also ``python -m mmfusion_attacks ...``)."""
+defences benchmark), ``mmfusion-attacks vl`` (the image+text benchmark), ``mmfusion-attacks demo`` and ``mmfusion-attacks text-resources`` (the offline nltk
+data TextAttack needs) (also ``python -m mmfusion_attacks ...``)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default=None, help="folder for demo.json and demo.txt")
+    text_res = sub.add_parser(
+        "text-resources",
+        help="prepare and list the offline nltk data TextAttack needs (stopwords, WordNet); exit 1 if any is missing",
+    )
+    text_res.add_argument(
+        "--download",
+        action="store_true",
+        help="allow fetching: apt-get download of Debian's WordNet, nltk.download on a machine with internet",
+    )
+    text_res.add_argument("--dir", default=None, help="nltk data directory (default: <cache dir>/nltk_data)")
     sub.add_parser("rgbt", help="the RGB-T segmentation benchmark (options: mmfusion-attacks rgbt --help)", add_help=False)
     sub.add_parser("defences", help="adversarial training and defences per modality (options: --help)", add_help=False)
+    sub.add_parser("vl", help="the image+text (chest X-ray + report) robustness benchmark (options: --help)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["rgbt"]:
         from .harness.rgbt import main as rgbt_main
 
         rgbt_main(argv[1:])
+        return 0
+    if argv[:1] == ["vl"]:
+        from .harness.vl import main as vl_main
+
+        vl_main(argv[1:])
         return 0
     if argv[:1] == ["defences"]:
         from .harness.defences import main as defences_main
@@ -47,6 +64,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = parser.parse_args(argv)
 
+    if args.command == "text-resources":
+        from .text.resources import GET_RESOURCES_HINT, prepare_text_resources
+
+        res = prepare_text_resources(download=args.download, data_dir=args.dir)
+        print(res)
+        if not res.ok:
+            print(f"missing: {', '.join(res.missing())}. To get them: {GET_RESOURCES_HINT}", file=sys.stderr)
+            return 1
+        return 0
     if args.command == "demo":
         from .demo import format_table, run_demo, save
 

@@ -16,3 +16,26 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+# Offline nltk data for TextAttack: stopwords and WordNet 3.0 (from Debian's wordnet-base packages,
+# fetched with `apt-get download`, no root) in <cache>/nltk_data, and TextAttack's post-install marker
+# (docs/text-resources.md). Running this set-up is the opt-in to that fetch. Fast when prepared: the
+# files are checked here without starting Python. A failed fetch warns, does not fail the set-up, and
+# is retried only when the set-up changes (or by hand: .venv/bin/mmfusion-attacks text-resources --download).
+nltk_dir="${MMFUSION_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmfusion_attacks}/nltk_data"
+ta_marker="${TA_CACHE_DIR:-$HOME/.cache/textattack}/post_install_check_3"
+text_failed=.venv/.mmfusion-text-resources-failed
+if [ -f "$nltk_dir/corpora/stopwords/english" ] && [ -f "$ta_marker" ] \
+  && { [ -f "$nltk_dir/corpora/wordnet/lexnames" ] && [ -f "$nltk_dir/corpora/wordnet/data.noun" ] || [ -f "$nltk_dir/corpora/wordnet.zip" ]; }; then
+  rm -f "$text_failed"
+elif [ -f "$text_failed" ] && [ "$(cat "$text_failed")" = "$want" ]; then
+  echo "warning: offline text resources incomplete (see: .venv/bin/mmfusion-attacks text-resources --download)" >&2
+else
+  echo "preparing offline nltk data for TextAttack (stopwords; WordNet via apt-get download)..." >&2
+  if .venv/bin/mmfusion-attacks text-resources --download >&2; then
+    rm -f "$text_failed"
+  else
+    echo "$want" > "$text_failed"
+    echo "warning: could not prepare every text resource (above); text attacks that need them raise" \
+      "MissingResourceError. Retry: .venv/bin/mmfusion-attacks text-resources --download" >&2
+  fi
+fi

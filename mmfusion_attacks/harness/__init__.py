@@ -1,5 +1,5 @@
 """The benchmark harness: grids of attacks streamed over data, transfer matrices, reports."""
 
-from .grid import Cell, GridResult, GridSpec, run_grid, run_transfer
+from .grid import Cell, CellCounts, ComboCell, GridResult, GridSpec, Step, run_grid, run_transfer
 
-__all__ = ["Cell", "GridResult", "GridSpec", "run_grid", "run_transfer"]
+__all__ = ["Cell", "CellCounts", "ComboCell", "GridResult", "GridSpec", "Step", "run_grid", "run_transfer"]

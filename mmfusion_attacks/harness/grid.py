@@ -1,5 +1,10 @@
-"""Grids of attacks over a stream of batches, accumulated as confusion matrices (segmentation: one
-entry per pixel; classification: one per example, so ``accuracy`` is the fraction correct).
+"""Grids of attacks over a stream of batches, accumulated as counts (confusion matrices: one entry per
+pixel for segmentation, one per example for classification, so ``accuracy`` is the fraction correct;
+plus sums of successes, queries, words changed and perturbation norms), so shards can be summed.
+
+A cell is one attack on one subset of modalities (:class:`Cell`), or a sequence of perturbations applied
+to the same example (:class:`ComboCell` of :class:`Step`): a tensor attack (ART / torchattacks recipe),
+a TextAttack recipe, a seeded text augmentation, each on the output of the previous one.
 
 Batches are the outer loop and grid cells the inner one, so only one batch (and its adversarials)
 is alive at a time: memory does not grow with the number of images. Labels are the ground truth
@@ -21,7 +26,7 @@ from ..metrics import SegmentationMetrics
 from ..recipes import make_attack, recipe_targets
 from ..runner import AdversarialBatch, clean_forward, run_attack
 
-__all__ = ["Cell", "GridSpec", "GridResult", "run_grid", "run_transfer"]
+__all__ = ["Cell", "Step", "ComboCell", "CellCounts", "GridSpec", "GridResult", "run_grid", "run_transfer"]
 
 Batch = tuple[Mapping[str, torch.Tensor], "torch.Tensor | None"]
 
@@ -36,6 +41,81 @@ class Cell:
     def label(self) -> str:
         return "+".join(m.upper() for m in self.attacked)
 
+    def steps(self, spec: GridSpec) -> tuple[Step, ...]:
+        return (Step("attack", self.attack, self.attacked, self.eps_255 / 255, toolkit=spec.toolkit, steps=spec.steps),)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One perturbation of a cell.
+
+    ``kind``: ``"attack"`` (a tensor recipe of :func:`~mmfusion_attacks.recipes.make_attack`; ``amount``
+    is eps in each attacked modality's own units), ``"text-attack"`` (a TextAttack recipe registered in
+    :mod:`mmfusion_attacks.text.recipes`; ``amount`` is the query budget, 0 for none) or
+    ``"text-augment"`` (``"synonym"`` / ``"deletion"``; ``amount`` is the fraction of words)."""
+
+    kind: str
+    name: str
+    attacked: tuple[str, ...]
+    amount: float = 0.0
+    toolkit: str = "torchattacks"
+    steps: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("attack", "text-attack", "text-augment"):
+            raise ValueError(f"step kind must be 'attack', 'text-attack' or 'text-augment', got {self.kind!r}")
+        object.__setattr__(self, "attacked", tuple(self.attacked))
+
+    @property
+    def label(self) -> str:
+        if self.kind == "attack":
+            return f"{self.name.upper()} {self.amount:g} on {'+'.join(self.attacked)}"
+        if self.kind == "text-augment":
+            return f"{self.name.upper()} {self.amount:.0%} on {'+'.join(self.attacked)}"
+        return f"{self.name} on {'+'.join(self.attacked)}"
+
+
+@dataclass(frozen=True)
+class ComboCell:
+    """Perturbations applied in order to the same examples (e.g. FGSM on the images, then synonyms in the
+    report); ``name`` labels the row."""
+
+    name: str
+    steps_: tuple[Step, ...]
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def attacked(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m for s in self.steps_ for m in s.attacked))
+
+    def steps(self, spec: GridSpec) -> tuple[Step, ...]:
+        return self.steps_
+
+
+@dataclass
+class CellCounts:
+    """Everything a classification cell reports, as sums (add two to merge shards)."""
+
+    rows: int = 0
+    applied_rows: int = 0
+    clean_correct: int = 0
+    success: int = 0  # rows right on clean inputs and wrong after the cell's perturbations
+    queries: int = 0
+    words_changed: int = 0
+    words: int = 0
+    skipped: int = 0
+    norms: dict[str, dict[str, float]] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+    def add_norms(self, name: str, norms: Mapping[str, torch.Tensor]) -> None:
+        slot = self.norms.setdefault(name, {})
+        for kind, values in norms.items():
+            slot[kind] = slot.get(kind, 0.0) + float(values.double().sum())
+
 
 @dataclass
 class GridSpec:
@@ -47,51 +127,117 @@ class GridSpec:
     toolkit: str = "torchattacks"
     steps: int = 10
     attack_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    combos: Sequence[ComboCell] = ()
 
-    def cells(self) -> list[Cell]:
-        return [Cell(a, float(e), tuple(s)) for a in self.attacks for e in self.eps_255 for s in self.subsets]
+    def cells(self) -> list[Cell | ComboCell]:
+        grid: list[Cell | ComboCell] = [Cell(a, float(e), tuple(s)) for a in self.attacks for e in self.eps_255 for s in self.subsets]
+        return grid + list(self.combos)
 
 
 @dataclass
 class GridResult:
     clean: SegmentationMetrics
-    cells: dict[Cell, SegmentationMetrics]
-    on_target: dict[Cell, list[float]]  # [pixels on target, pixels] for targeted cells
+    cells: dict[Any, SegmentationMetrics]
+    on_target: dict[Any, list[float]]  # [pixels on target, pixels] for targeted cells
     labels_source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    counts: dict[Any, CellCounts] = field(default_factory=dict)  # classification cells
 
     def rows(self, include: Sequence[int] | None = None) -> list[dict[str, Any]]:
         clean = self.clean.miou(include)
         rows = []
         for cell, m in self.cells.items():
-            row = {
-                "attack": cell.attack.upper(),
-                "eps_255": cell.eps_255,
-                "attacked": cell.label,
-                "mAcc": m.macc(include),
-                "mIoU": m.miou(include),
-                "IoU_R": m.miou(include) / clean if clean > 0 else float("nan"),
-                "accuracy": m.pixel_accuracy(),
-                "per_class_IoU": [None if v != v else round(v, 6) for v in m.per_class_iou().tolist()],
-            }
+            if isinstance(cell, Cell):
+                row: dict[str, Any] = {
+                    "attack": cell.attack.upper(),
+                    "eps_255": cell.eps_255,
+                    "attacked": cell.label,
+                    "mAcc": m.macc(include),
+                    "mIoU": m.miou(include),
+                    "IoU_R": m.miou(include) / clean if clean > 0 else float("nan"),
+                    "accuracy": m.pixel_accuracy(),
+                    "per_class_IoU": [None if v != v else round(v, 6) for v in m.per_class_iou().tolist()],
+                }
+            else:
+                row = {"cell": cell.label, "attacked": "+".join(m_.upper() for m_ in cell.attacked), "accuracy": m.pixel_accuracy()}
             if cell in self.on_target:
                 hit, total = self.on_target[cell]
                 row["target_rate"] = hit / max(total, 1)
+            if cell in self.counts:
+                row.update(self._classification_fields(cell, m))
             rows.append(row)
         return rows
 
+    def _classification_fields(self, cell: Any, m: SegmentationMetrics) -> dict[str, Any]:
+        c = self.counts[cell]
+        n = max(c.rows, 1)
+        row: dict[str, Any] = {
+            "cell": cell.label,
+            "applies": c.applied_rows > 0,
+            "per_class_recall": [None if v != v else round(v, 6) for v in m.per_class_recall().tolist()],
+            "success_rate": c.success / max(c.clean_correct, 1),
+            "queries_per_example": c.queries / n,
+            "words_changed_per_example": c.words_changed / n,
+            "fraction_words_changed": c.words_changed / c.words if c.words else 0.0,
+            "skipped": c.skipped,
+            "rows": c.rows,
+            "flags": sorted(c.flags),
+        }
+        for name, sums in c.norms.items():
+            for kind, total in sums.items():
+                row[f"{name}_{kind}_mean"] = total / n
+        return row
+
     def clean_summary(self, include: Sequence[int] | None = None) -> dict[str, Any]:
-        return {
+        out = {
             "mAcc": self.clean.macc(include),
             "mIoU": self.clean.miou(include),
             "pixel_accuracy": self.clean.pixel_accuracy(),
             "accuracy": self.clean.pixel_accuracy(),
             "per_class_IoU": [None if v != v else round(v, 6) for v in self.clean.per_class_iou().tolist()],
         }
+        if self.counts:
+            out["per_class_recall"] = [None if v != v else round(v, 6) for v in self.clean.per_class_recall().tolist()]
+        return out
 
 
 def _num_classes(fusion: FusionModel, logits: torch.Tensor) -> int:
     return fusion.num_classes or int(logits.shape[1])
+
+
+def _build_step(step: Step, fusion: FusionModel, spec: GridSpec) -> Any:
+    """The attack / augmenter object of one step on one model (None: the model does not read that modality)."""
+    if not all(m in fusion.modalities for m in step.attacked):
+        return None
+    if step.kind == "attack":
+        return make_attack(step.name, fusion, step.attacked, toolkit=step.toolkit, eps=step.amount, steps=step.steps, **spec.attack_kwargs.get(step.name, {}))
+    from ..adapters.textattack import FusionModelWrapper
+    from ..text.augment import SynonymSubstitution, WordDeletion
+    from ..text.recipes import build_text_attack
+
+    (text,) = step.attacked
+    if step.kind == "text-attack":
+        budget = int(step.amount) if step.amount else None
+        return build_text_attack(step.name, FusionModelWrapper(fusion, text), query_budget=budget, **spec.attack_kwargs.get(step.name, {}))
+    augmenters = {"synonym": SynonymSubstitution, "deletion": WordDeletion}
+    if step.name not in augmenters:
+        raise KeyError(f"unknown text augmentation '{step.name}'; choose from {sorted(augmenters)}")
+    return augmenters[step.name](step.amount, seed=step.seed)
+
+
+def _run_step(step: Step, built: Any, fusion: FusionModel, inputs, labels, clean_logits, logits) -> AdversarialBatch:
+    if step.kind == "text-augment":
+        from ..adapters.textattack import perturb_text
+
+        return perturb_text(built, fusion, inputs, labels, text=step.attacked[0])
+    targets = None
+    if step.kind == "attack" and recipe_targets(step.name) == "least-likely":
+        targets = least_likely_targets(logits)
+    return run_attack(built, inputs, labels, targets=targets, clean_logits=clean_logits)
+
+
+def _to_device(inputs: Mapping[str, Any], device: torch.device, names: Iterable[str]) -> dict[str, Any]:
+    return {k: (inputs[k].to(device) if isinstance(inputs[k], torch.Tensor) else list(inputs[k])) for k in names}
 
 
 def run_grid(
@@ -100,23 +246,26 @@ def run_grid(
     spec: GridSpec,
     *,
     progress: bool = True,
-    on_batch: Callable[[int, Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[Cell, AdversarialBatch]], None] | None = None,
+    on_batch: Callable[[int, Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[Any, AdversarialBatch]], None] | None = None,
     total: int | None = None,
 ) -> GridResult:
-    """Run every cell of ``spec`` on every batch; ``on_batch`` sees each batch's results (for figures)."""
+    """Run every cell of ``spec`` on every batch; ``on_batch`` sees each batch's results (for figures).
+
+    Batches may hold modalities the model does not read (a vision-only model in an image+text study):
+    a step on such a modality does not apply to that model (its rows then score the model on inputs it
+    does not read, and ``applies`` is False)."""
     cells = spec.cells()
     device = fusion.device
-    attacks = {
-        c: make_attack(c.attack, fusion, c.attacked, toolkit=spec.toolkit, eps=c.eps_255 / 255, steps=spec.steps, **spec.attack_kwargs.get(c.attack, {}))
-        for c in cells
-    }
+    classification = fusion.task == "classification"
+    built = {c: [(s, _build_step(s, fusion, spec)) for s in c.steps(spec)] for c in cells}
     clean: SegmentationMetrics | None = None
-    metrics: dict[Cell, SegmentationMetrics] = {}
-    on_target: dict[Cell, list[float]] = {}
+    metrics: dict[Any, SegmentationMetrics] = {}
+    counts: dict[Any, CellCounts] = {c: CellCounts() for c in cells} if classification else {}
+    on_target: dict[Any, list[float]] = {}
     sources = set()
     bar = tqdm(batches, total=total, desc="batches", disable=None if progress else True, leave=False)
     for index, (inputs, labels) in enumerate(bar):
-        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs = _to_device(inputs, device, fusion.modalities)
         clean_logits = clean_forward(fusion, inputs)
         logits = clean_logits.logits
         clean_pred = logits.argmax(1)
@@ -130,22 +279,55 @@ def run_grid(
             clean = SegmentationMetrics(n_classes, ignore_index=fusion.ignore_index, device=device)
             metrics = {c: SegmentationMetrics(n_classes, ignore_index=fusion.ignore_index, device=device) for c in cells}
         clean.update(clean_pred, labels)
-        results: dict[Cell, AdversarialBatch] = {}
+        results: dict[Any, AdversarialBatch] = {}
         for cell in cells:
-            targets = least_likely_targets(logits) if recipe_targets(cell.attack) == "least-likely" else None
-            result = run_attack(attacks[cell], inputs, labels, targets=targets, clean_logits=clean_logits)
-            metrics[cell].update(result.adv_pred, labels)
-            if targets is not None:
+            current, current_logits, cl, result = inputs, logits, clean_logits, None
+            applied = False
+            for step, attack in built[cell]:
+                if attack is None:
+                    continue
+                result = _run_step(step, attack, fusion, current, labels, cl, current_logits)
+                applied = True
+                if classification:
+                    tally = counts[cell]
+                    for name in step.attacked:
+                        if name in result.norms:
+                            if "words_changed" in result.norms[name]:
+                                tally.words_changed += int(result.norms[name]["words_changed"].sum())
+                                tally.words += int(result.extras.get("words", torch.zeros(1)).sum())
+                            else:
+                                tally.add_norms(name, result.norms[name])
+                    tally.queries += int(result.extras.get("queries", torch.zeros(1)).sum())
+                    tally.skipped += sum(int(f.split()[1]) for f in result.flags if f.startswith("skipped:"))
+                    tally.flags.update(f.split(":")[0] for f in result.flags)
+                current, cl = result.inputs, None
+                if len(built[cell]) > 1:
+                    with torch.no_grad():
+                        current_logits = fusion(current)
+            if result is None:  # no step applies to this model: it is scored on the unchanged batch
+                adv_pred = clean_pred
+            else:
+                adv_pred = result.adv_pred
+                results[cell] = result
+            metrics[cell].update(adv_pred, labels)
+            if classification:
+                tally = counts[cell]
+                tally.rows += len(labels)
+                tally.applied_rows += len(labels) if applied else 0
+                right = clean_pred == labels
+                tally.clean_correct += int(right.sum())
+                tally.success += int((right & (adv_pred != labels)).sum())
+            if result is not None and isinstance(cell, Cell) and recipe_targets(cell.attack) == "least-likely":
+                targets = result.targets
                 hit = on_target.setdefault(cell, [0.0, 0.0])
                 hit[0] += float((result.adv_pred == targets).sum())
                 hit[1] += float(targets.numel())
-            results[cell] = result
         if on_batch is not None:
             on_batch(index, inputs, labels, clean_pred, results)
         del results, inputs, logits, clean_logits
     if clean is None:
         raise ValueError("run_grid got no batches")
-    return GridResult(clean, metrics, on_target, " + ".join(sorted(sources)), {"toolkit": spec.toolkit, "steps": spec.steps})
+    return GridResult(clean, metrics, on_target, " + ".join(sorted(sources)), {"toolkit": spec.toolkit, "steps": spec.steps}, counts)
 
 
 def run_transfer(
