@@ -29,6 +29,7 @@ from textattack.attack_recipes import (  # noqa: E402
 )
 
 TAGS = ["~" * (i + 1) for i in range(8)]
+ID_STEP = 20.0  # image ids far apart, so an image attack's budget cannot blur them
 CAPTION = "{tag} chest radiograph shows severe opacity effusion nodule consolidation near heart"
 
 
@@ -68,7 +69,7 @@ class Probe(nn.Module):
 
     def fuse(self, f):
         img, txt = f["image"], f["text"]
-        self.rows.extend(zip(img[:, 0].round().long().tolist(), txt[:, 0].long().tolist()))
+        self.rows.extend(zip((img[:, 0] / ID_STEP).round().long().tolist(), txt[:, 0].long().tolist()))
         s = img[:, 1:2] + txt[:, 1:2] - 4.5  # one alarming word less flips a clean row
         return torch.cat([-s, s], 1)
 
@@ -84,7 +85,7 @@ def probe_model() -> FusionModel:
 def batch(n: int = 4, bias: list[float] | None = None) -> dict:
     bias = bias if bias is not None else [0.0] * n
     image = torch.zeros(n, 1, 1, 2)
-    image[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32)
+    image[:, 0, 0, 0] = ID_STEP * torch.arange(n, dtype=torch.float32)
     image[:, 0, 0, 1] = torch.tensor(bias)
     return {"image": image, "text": [CAPTION.format(tag=TAGS[i]) for i in range(n)]}
 
@@ -131,7 +132,7 @@ def test_image_attack_holds_the_text_identical():
     from mmfusion_attacks.adapters.art import to_art
 
     fusion = probe_model()
-    fusion.modalities["image"] = Modality("image", "image", 1, valid_range=(-10.0, 10.0))
+    fusion.modalities["image"] = Modality("image", "image", 1, valid_range=(-200.0, 200.0))
     est = to_art(fusion, "image", sample=batch(4))
     attack = art.FastGradientMethod(est, eps=0.6)
     x = batch(4, bias=[0.0, 0.5, 1.0, 1.4])
@@ -278,3 +279,35 @@ def test_wrapper_pickles_with_its_held_examples():
     clone = pickle.loads(pickle.dumps(wrapper))
     rows = [tuple(e.values()) for e in ex]
     assert torch.equal(clone(rows), wrapper(rows))
+
+
+@pytest.mark.parametrize("toolkit", ["torchattacks", "art"])
+def test_image_attacks_of_both_toolkits_hold_the_text(toolkit):
+    from mmfusion_attacks.recipes import make_attack
+
+    fusion = probe_model()
+    fusion.modalities["image"] = Modality("image", "image", 1, valid_range=(-200.0, 200.0)).replace(eps=0.6)
+    attack = make_attack("pgd", fusion, ("image",), toolkit=toolkit, eps=0.6, steps=3)
+    x = batch(4, bias=[0.0, 0.5, 1.0, 1.4])
+    fusion.model.rows.clear()
+    res = run_attack(attack, x, torch.ones(4, dtype=torch.long))
+    assert res.inputs["text"] == x["text"]
+    assert_paired(fusion.model)
+
+
+@pytest.mark.parametrize("name", ["synonym", "deletion"])
+def test_seeded_augmentations_hold_the_image_and_reproduce(name):
+    if name == "synonym" and not wordnet_ok():
+        pytest.skip("WordNet not prepared (mmfusion-attacks text-resources --download)")
+    from mmfusion_attacks.text.augment import SynonymSubstitution, WordDeletion
+
+    make = {"synonym": SynonymSubstitution, "deletion": WordDeletion}[name]
+    fusion = probe_model()
+    x = batch(4)
+    fusion.model.rows.clear()
+    first = ta_adapter.perturb_text(make(0.4, seed=3), fusion, x, torch.ones(4, dtype=torch.long))
+    second = ta_adapter.perturb_text(make(0.4, seed=3), fusion, x, torch.ones(4, dtype=torch.long))
+    assert first.inputs["text"] == second.inputs["text"] != x["text"]
+    assert torch.equal(first.inputs["image"], x["image"])
+    assert_paired(fusion.model)
+    assert (first.norms["text"]["words_changed"] >= 1).all()
