@@ -85,9 +85,20 @@ class FusionModelWrapper(ModelWrapper):
         batch_size: rows per forward pass (TextAttack's own ``model_batch_size`` chunks first).
         cache_features: reuse the held modalities' tower features across queries (when the network
             exposes ``encode`` / ``fuse``); invalidated when the model's parameters change.
+        long_text: texts longer than the model reads (networks with ``count_tokens`` / ``max_text_tokens``):
+            ``"error"`` (a :class:`TextInputError` before any work) or ``"skip"`` (not attacked; counted in
+            the result's flags), since words past the limit could be "changed" without effect.
     """
 
-    def __init__(self, fusion: FusionModel, text: str | None = None, *, batch_size: int = 32, cache_features: bool = True) -> None:
+    def __init__(
+        self,
+        fusion: FusionModel,
+        text: str | None = None,
+        *,
+        batch_size: int = 32,
+        cache_features: bool = True,
+        long_text: str = "error",
+    ) -> None:
         if not isinstance(fusion, FusionModel):
             raise TypeError(f"FusionModelWrapper needs a FusionModel, got {type(fusion).__name__}")
         texts = [n for n, m in fusion.modalities.items() if m.kind == "text"]
@@ -108,6 +119,9 @@ class FusionModelWrapper(ModelWrapper):
             )
         if not (isinstance(batch_size, int) and batch_size > 0):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if long_text not in ("error", "skip"):
+            raise ValueError(f"long_text must be 'error' or 'skip', got {long_text!r}")
+        self.long_text = long_text
         self.model = fusion
         self.text = text
         self.held = tuple(n for n in fusion.modalities if n != text)
@@ -278,11 +292,14 @@ def _stopwords(attack: Any) -> set[str]:
     return words
 
 
-def check_texts(fusion: FusionModel, texts: Sequence[Any], *, name: str = "text", stopwords: set[str] | None = None) -> dict[str, list[int]]:
-    """Rows a text attack cannot work on, by reason. Empty / non-string texts and texts longer than the
-    model's maximum (networks exposing ``count_tokens`` and ``max_text_tokens``) raise
-    :class:`TextInputError`; texts whose every word is a stopword the attack protects are returned
-    under ``"only-stopwords"`` (they are skipped and counted, not attacked)."""
+def check_texts(
+    fusion: FusionModel, texts: Sequence[Any], *, name: str = "text", stopwords: set[str] | None = None, long_text: str = "error"
+) -> dict[str, list[int]]:
+    """Rows a text attack cannot work on, by reason. Empty / non-string texts raise
+    :class:`TextInputError`; texts longer than the model's maximum (networks exposing ``count_tokens``
+    and ``max_text_tokens``) raise too, or with ``long_text="skip"`` are returned under ``"too-long"``;
+    texts whose every word is a stopword the attack protects are returned under ``"only-stopwords"``
+    (skipped rows are counted, not attacked)."""
     from textattack.shared import AttackedText
 
     for i, t in enumerate(texts):
@@ -290,18 +307,20 @@ def check_texts(fusion: FusionModel, texts: Sequence[Any], *, name: str = "text"
             raise TextInputError(f"modality '{name}': row {i} is {type(t).__name__}, expected str")
         if not t.strip():
             raise TextInputError(f"modality '{name}': row {i} is empty text")
+    out: dict[str, list[int]] = {"only-stopwords": [], "too-long": []}
     net = fusion.model
     limit = getattr(net, "max_text_tokens", None)
     if limit is not None and callable(getattr(net, "count_tokens", None)):
         counts = net.count_tokens(list(texts))
         long = [i for i, c in enumerate(counts) if c > limit]
-        if long:
+        if long and long_text == "skip":
+            out["too-long"] = long
+        elif long:
             raise TextInputError(
                 f"modality '{name}': rows {long[:10]} have more tokens ({[counts[i] for i in long[:10]]}) than the "
                 f"model reads ({limit}); words past the limit could be changed without effect. Shorten them or "
-                "raise the model's max_text_tokens"
+                "raise the model's max_text_tokens (or FusionModelWrapper(..., long_text='skip'))"
             )
-    out: dict[str, list[int]] = {"only-stopwords": []}
     if stopwords:
         for i, t in enumerate(texts):
             words = AttackedText(t).words
@@ -355,7 +374,7 @@ class TextAttackDriver(AttackDriver):
         n = fusion.validate_inputs(inputs)
         if n == 0:
             raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
-        skipped = check_texts(fusion, inputs[text], name=text, stopwords=_stopwords(attack))
+        skipped = check_texts(fusion, inputs[text], name=text, stopwords=_stopwords(attack), long_text=wrapper.long_text)
         work = _working_copy(inputs, fusion.device, fusion.compute_dtype)
         goal_fn = attack.goal_function
         targeted = isinstance(goal_fn, TargetedClassification)
@@ -396,12 +415,13 @@ class TextAttackDriver(AttackDriver):
         changed = torch.zeros(n, dtype=torch.long)
         n_words = torch.zeros(n, dtype=torch.long)
         status: list[str] = []
-        skip_rows = set(skipped["only-stopwords"])
+        skip_rows = {i: "skipped-too-long" for i in skipped["too-long"]}
+        skip_rows.update({i: "skipped-only-stopwords" for i in skipped["only-stopwords"] if i not in skip_rows})
         for i in range(n):
             original = textattack.shared.AttackedText(OrderedDict([(text, work[text][i]), (KEY_COLUMN, keys[i])]))
             n_words[i] = len(original.words)
             if i in skip_rows:
-                status.append("skipped-only-stopwords")
+                status.append(skip_rows[i])
                 continue
             attack.clear_cache()  # TextAttack leaves a skipped example's scores in its cache
             result = attack.attack(original, int(used[i]))
@@ -426,8 +446,11 @@ class TextAttackDriver(AttackDriver):
             else:
                 result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)
         flags: list[str] = []
-        if skip_rows:
-            flags.append(f"skipped: {len(skip_rows)} row(s) have no word the attack may change (only stopwords): {sorted(skip_rows)[:10]}")
+        for status_name, reason in (("skipped-only-stopwords", "only stopwords: no word the attack may change"),
+                                    ("skipped-too-long", "longer than the model reads")):
+            rows = sorted(i for i, s in skip_rows.items() if s == status_name)
+            if rows:
+                flags.append(f"skipped: {len(rows)} row(s) not attacked ({reason}): {rows[:10]}")
         _, clean_success = _success("classification", clean_pred, used, goal_targets, None, success_fraction)
         if not any(a != b for a, b in zip(adv_texts, inputs[text])) and not bool(clean_success.all()):
             flags.append(f"no-perturbation: {name} returned every text unchanged although the model was not fooled")

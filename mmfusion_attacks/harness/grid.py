@@ -218,7 +218,7 @@ def _build_step(step: Step, fusion: FusionModel, spec: GridSpec) -> Any:
     (text,) = step.attacked
     if step.kind == "text-attack":
         budget = int(step.amount) if step.amount else None
-        return build_text_attack(step.name, FusionModelWrapper(fusion, text), query_budget=budget, **spec.attack_kwargs.get(step.name, {}))
+        return build_text_attack(step.name, FusionModelWrapper(fusion, text, long_text="skip"), query_budget=budget, **spec.attack_kwargs.get(step.name, {}))
     augmenters = {"synonym": SynonymSubstitution, "deletion": WordDeletion}
     if step.name not in augmenters:
         raise KeyError(f"unknown text augmentation '{step.name}'; choose from {sorted(augmenters)}")

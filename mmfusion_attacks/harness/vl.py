@@ -198,17 +198,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _speed(args: argparse.Namespace) -> dict[str, Any]:
     """Cached vs recomputed held-image features on a model whose image tower dominates the cost: early
     fusion at 224 px (random weights: speed does not depend on training)."""
-    from ..models import create_model
-    from ..models.vl_training import SYNTHETIC_CONFIGS
-
     torch.manual_seed(args.seed)
-    config = {k: v for k, v in SYNTHETIC_CONFIGS["vl-early-fusion"].items() if k not in ("backbone_kwargs",)}
-    fusion = create_model("vl-early-fusion", **config).to(args.device).eval()
+    fusion = _speed_model(args).to(args.device).eval()
     data = create_dataset("synthetic-xray-reports", split="val", size=args.speed_examples, image_size=args.speed_image_size, seed=args.seed)
     batch, labels = data.tensors()
     out = measure_feature_cache(fusion, batch, labels, seed=args.seed)
     out.update({"model": "vl-early-fusion (seresnet18 at full width, MiniLM)", "image_size": args.speed_image_size, "examples": len(labels)})
     return out
+
+
+def _speed_model(args: argparse.Namespace) -> FusionModel:
+    from ..models import create_model
+    from ..models.vl_training import SYNTHETIC_CONFIGS
+
+    config = {k: v for k, v in SYNTHETIC_CONFIGS["vl-early-fusion"].items() if k != "backbone_kwargs"}
+    return create_model("vl-early-fusion", **config)
 
 
 def format_table(result: dict[str, Any]) -> str:

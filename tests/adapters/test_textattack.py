@@ -311,3 +311,14 @@ def test_seeded_augmentations_hold_the_image_and_reproduce(name):
     assert torch.equal(first.inputs["image"], x["image"])
     assert_paired(fusion.model)
     assert (first.norms["text"]["words_changed"] >= 1).all()
+
+
+def test_long_text_can_be_skipped_and_counted():
+    fusion = probe_model()
+    attack = DeepWordBugGao2018.build(FusionModelWrapper(fusion, long_text="skip"))
+    x = batch(2)
+    x["text"][1] = x["text"][1] + " opacity" * 40
+    res = run_attack(attack, x, torch.ones(2, dtype=torch.long))
+    assert res.extras["status"][1] == "skipped-too-long"
+    assert any("1 row(s) not attacked (longer than the model reads)" in f for f in res.flags)
+    assert res.inputs["text"][1] == x["text"][1]

@@ -86,3 +86,36 @@ def test_table_marks_models_that_do_not_read_the_modality():
     }
     table = format_table(result)
     assert "=0.900" in table and "0.700" in table and "SYNTHETIC" in table
+
+
+def test_vl_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path):
+    """The preset's plumbing (cells, table, CSV / JSON, plot, cache speed check) with tiny random models
+    in place of the trained defaults."""
+    import json
+
+    from mmfusion_attacks.harness import vl
+
+    def tiny_models(args, train_set):
+        torch.manual_seed(0)
+        small = {"backbone_kwargs": TINY["backbone_kwargs"]}
+        return {
+            "vision": create_model("vl-vision", **small),
+            "language": create_model("vl-language", encoder="tiny-random"),
+            "early fusion": create_model("vl-early-fusion", **TINY),
+            "late fusion": create_model("vl-late-fusion", **TINY),
+        }
+
+    monkeypatch.setattr(vl, "_models", tiny_models)
+    monkeypatch.setattr(vl, "_speed_model", lambda args: create_model("vl-early-fusion", **TINY))
+    result = vl.main(["--test-size", "4", "--image-size", "32", "--fgsm-eps", "0.05", "--recipes", "deepwordbug",
+                      "--query-budget", "20", "--speed-examples", "2", "--speed-image-size", "32", "--quiet",
+                      "--out", str(tmp_path)])
+    assert result["meta"]["synthetic"] and "SYNTHETIC" in result["meta"]["data"]
+    cells = {r["cell"] for r in result["rows"]}
+    assert {"no attack", "FGSM 0.05", "SYN 20%", "DEL 50%", "deepwordbug"} <= cells
+    by = {(r["model"], r["cell"]): r for r in result["rows"]}
+    assert not by[("vision", "SYN 20%")]["applies"] and not by[("language", "FGSM 0.05")]["applies"]
+    assert by[("early fusion", "FGSM 0.05 + DEL 50%")]["applies"]
+    assert result["speed"]["identical"]
+    assert (tmp_path / "vl_fusion.png").stat().st_size > 0
+    assert json.loads((tmp_path / "results.json").read_text())["rows"]
