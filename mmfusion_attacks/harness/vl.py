@@ -129,7 +129,7 @@ def measure_feature_cache(fusion: FusionModel, batch: dict[str, Any], labels: to
     results = {}
     for cached in (True, False):
         textattack.shared.utils.set_seed(seed)
-        wrapper = FusionModelWrapper(fusion, cache_features=cached)
+        wrapper = FusionModelWrapper(fusion, cache_features=cached, long_text="skip")
         attack = build_text_attack(recipe, wrapper)
         start = time.perf_counter()
         res = run_attack(attack, batch, labels)

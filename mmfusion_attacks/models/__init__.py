@@ -14,7 +14,9 @@ from .mfnet import MFNet  # noqa: E402  (each module registers its factories)
 from .rtfnet import RTFNet  # noqa: E402
 from .smp_fusion import TwoStreamUnet  # noqa: E402
 from .tiny import TinyRGBTSegmenter  # noqa: E402
+from .vl import EarlyFusionClassifier, LanguageClassifier, LateFusionClassifier, VisionClassifier  # noqa: E402
 from .weights import WeightsError, WeightsMismatchError, load_weights  # noqa: E402
 
 __all__ = ["MODELS", "register_model", "create_model", "MFNet", "RTFNet", "TinyRGBTSegmenter", "TwoStreamUnet",
-           "WeightsError", "WeightsMismatchError", "load_weights"]
+           "WeightsError", "WeightsMismatchError", "load_weights",
+           "VisionClassifier", "LanguageClassifier", "EarlyFusionClassifier", "LateFusionClassifier"]
