@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -70,6 +69,7 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError, MissingResourceError
 from . import register_dataset
+from .mf_dataset import _listing, _unsafe  # one rule for file names in both loaders
 
 __all__ = [
     "IUXray",
@@ -114,7 +114,6 @@ _HOWTO = (
     "('chest-xrays-indiana-university'): root/indiana_reports.csv, root/indiana_projections.csv and the PNGs in "
     "root/images/images_normalized/ (or pass images_dir=)"
 )
-_SHOWN = 5
 
 
 class IUXrayFormatError(InputError):
@@ -131,23 +130,6 @@ class IUXrayImageError(InputError):
 
 class IUXraySkipWarning(UserWarning):
     """Rows of the IU X-ray release were skipped or ignored; the message has the counts per reason."""
-
-
-def _listing(items: Sequence[str]) -> str:
-    return ", ".join(items[:_SHOWN]) + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
-
-
-def _unsafe(name: str) -> bool:
-    """True when ``name`` is not a plain file name inside one folder."""
-    seps = {"/", "\\", os.sep, os.altsep} - {None}
-    return (
-        name in (".", "..")
-        or any(sep in name for sep in seps)
-        or "\0" in name
-        or Path(name).is_absolute()
-        or bool(Path(name).drive)
-        or Path(name).name != name
-    )
 
 
 def check_views(views: Sequence[str]) -> tuple[str, ...]:

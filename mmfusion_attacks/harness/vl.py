@@ -157,18 +157,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     batch, labels = test.tensors()
     cells = study_cells(
         fgsm_eps=args.fgsm_eps, synonym=args.synonym, deletion=args.deletion, combo_eps=args.combo_eps,
-        recipes=args.recipes, query_budget=args.query_budget, toolkit=args.toolkit, seed=args.seed,
+        recipes=(), toolkit=args.toolkit, seed=args.seed,
     )
-    spec = GridSpec(attacks=(), combos=cells, toolkit=args.toolkit)
+    recipe_cells = study_cells(fgsm_eps=(), synonym=(), deletion=(), recipes=args.recipes, query_budget=args.query_budget, seed=args.seed)
+    n_recipe = min(args.recipe_examples, len(labels))
     rows: list[dict[str, Any]] = []
     clean: dict[str, float] = {}
     for label, fusion in models.items():
         t = time.perf_counter()
-        grid = run_grid(fusion, _batches(batch, labels, args.batch_size), spec, progress=not args.quiet)
+        grid = run_grid(fusion, _batches(batch, labels, args.batch_size), GridSpec(attacks=(), combos=cells, toolkit=args.toolkit),
+                        progress=not args.quiet)
         clean[label] = grid.clean_summary()["accuracy"]
-        rows.append({"model": label, "cell": "no attack", "accuracy": clean[label], "applies": True})
-        for r in grid.rows():
-            rows.append({"model": label, **r})
+        rows.append({"model": label, "cell": "no attack", "accuracy": clean[label], "applies": True, "rows": len(labels)})
+        rows += [{"model": label, **r} for r in grid.rows()]
+        if recipe_cells and n_recipe:
+            # TextAttack recipes query the model hundreds of times per example: they run on the first
+            # --recipe-examples test examples (their rows say how many), with --query-budget per example
+            head = {k: v[:n_recipe] for k, v in batch.items()}
+            sub = run_grid(fusion, _batches(head, labels[:n_recipe], args.batch_size), GridSpec(attacks=(), combos=recipe_cells),
+                           progress=not args.quiet)
+            rows += [{"model": label, **r, "clean_accuracy_on_rows": sub.clean_summary()["accuracy"]} for r in sub.rows()]
         timings[f"grid {label}"] = time.perf_counter() - t
     speed = None
     if not args.skip_speed:
@@ -222,8 +230,10 @@ def format_table(result: dict[str, Any]) -> str:
     width = max(len(c) for c in cells) + 2
     lines = [f"data: {result['meta']['data']}", "accuracy (= : the model does not read the perturbed modality)", ""]
     lines.append("".ljust(width) + "".join(f"{m:>14}" for m in models))
+    n_test = result["meta"]["test_size"]
+    partial = {r["cell"]: r["rows"] for r in result["rows"] if r.get("rows", n_test) != n_test}
     for cell in cells:
-        line = cell.ljust(width)
+        line = (cell + ("*" if cell in partial else "")).ljust(width)
         for m in models:
             r = index.get((m, cell))
             if r is None:
@@ -232,13 +242,16 @@ def format_table(result: dict[str, Any]) -> str:
                 mark = "" if r.get("applies", True) else "="
                 line += f"{mark + format(r['accuracy'], '.3f'):>14}"
         lines.append(line)
+    if partial:
+        lines.append(f"* on the first {min(partial.values())} test examples only (TextAttack recipes); clean accuracy there in the lines below")
     recipe_rows = [r for r in result["rows"] if r.get("queries_per_example")]
     if recipe_rows:
         lines += ["", "text attacks: success rate (of rows right when clean) / queries per example / words changed per example"]
         for r in recipe_rows:
+            clean = f"  (clean {r['clean_accuracy_on_rows']:.3f} on {r['rows']})" if "clean_accuracy_on_rows" in r else ""
             lines.append(
                 f"  {r['model']:<13} {r['cell']:<14} success {r['success_rate']:.3f}  queries {r['queries_per_example']:.1f}  "
-                f"words {r['words_changed_per_example']:.2f}"
+                f"words {r['words_changed_per_example']:.2f}{clean}"
             )
     if result.get("speed"):
         s = result["speed"]
@@ -275,13 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="an Indiana University chest X-ray folder (default: the SYNTHETIC embedded data)")
     p.add_argument("--test-size", type=int, default=120)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=48, help="side of the square views (the cached defaults were tuned at 48)")
     p.add_argument("--fgsm-eps", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.2])
     p.add_argument("--synonym", nargs="+", type=float, default=[0.2, 0.4], help="fractions of eligible words swapped")
     p.add_argument("--deletion", nargs="+", type=float, default=[0.5], help="fractions of words deleted")
     p.add_argument("--combo-eps", type=float, default=0.05, help="FGSM eps inside the image + text combinations")
     p.add_argument("--recipes", nargs="*", default=["deepwordbug", "pwws"], help="TextAttack recipes (offline ones)")
-    p.add_argument("--query-budget", type=int, default=0, help="per-example query budget of the recipes (0: none)")
+    p.add_argument("--query-budget", type=int, default=120, help="per-example query budget of the recipes (0: none)")
+    p.add_argument("--recipe-examples", type=int, default=8, help="test examples the TextAttack recipes run on")
     p.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
     p.add_argument("--batch-size", type=int, default=40)
     p.add_argument("--skip-speed", action="store_true", help="skip the cached vs recomputed feature timing")

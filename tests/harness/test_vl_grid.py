@@ -76,7 +76,7 @@ def test_study_cells_cover_the_table():
 
 def test_table_marks_models_that_do_not_read_the_modality():
     result = {
-        "meta": {"data": "SYNTHETIC"},
+        "meta": {"data": "SYNTHETIC", "test_size": 10},
         "clean": {"vision": 0.9, "language": 0.8},
         "rows": [
             {"model": "vision", "cell": "SYN 20%", "accuracy": 0.9, "applies": False},
@@ -108,7 +108,7 @@ def test_vl_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path):
     monkeypatch.setattr(vl, "_models", tiny_models)
     monkeypatch.setattr(vl, "_speed_model", lambda args: create_model("vl-early-fusion", **TINY))
     result = vl.main(["--test-size", "4", "--image-size", "32", "--fgsm-eps", "0.05", "--recipes", "deepwordbug",
-                      "--query-budget", "20", "--speed-examples", "2", "--speed-image-size", "32", "--quiet",
+                      "--query-budget", "20", "--recipe-examples", "2", "--speed-examples", "2", "--speed-image-size", "32", "--quiet",
                       "--out", str(tmp_path)])
     assert result["meta"]["synthetic"] and "SYNTHETIC" in result["meta"]["data"]
     cells = {r["cell"] for r in result["rows"]}
@@ -116,6 +116,8 @@ def test_vl_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path):
     by = {(r["model"], r["cell"]): r for r in result["rows"]}
     assert not by[("vision", "SYN 20%")]["applies"] and not by[("language", "FGSM 0.05")]["applies"]
     assert by[("early fusion", "FGSM 0.05 + DEL 50%")]["applies"]
+    assert by[("early fusion", "deepwordbug")]["rows"] == 2 and by[("early fusion", "SYN 20%")]["rows"] == 4
+    assert "* on the first 2 test examples" in vl.format_table(result)
     assert result["speed"]["identical"]
     assert (tmp_path / "vl_fusion.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
