@@ -52,7 +52,15 @@ from mmfusion_attacks.surface import frozen_model_state
 from mmfusion_attacks.text.resources import import_textattack
 
 textattack = import_textattack()
+from textattack.goal_functions import UntargetedClassification  # noqa: E402
 from textattack.models.wrappers import ModelWrapper  # noqa: E402
+from textattack.shared import validators as _validators  # noqa: E402
+
+# A FusionModel returns class logits: tell TextAttack's goal-function check so (else it logs
+# "Unknown if model ... compatible" for every recipe built).
+_CLASSIFIERS = _validators.MODELS_BY_GOAL_FUNCTION[UntargetedClassification]  # shared by the classification goals
+if r"^mmfusion_attacks\.fusion\.FusionModel$" not in _CLASSIFIERS:
+    _CLASSIFIERS.append(r"^mmfusion_attacks\.fusion\.FusionModel$")
 
 __all__ = ["FusionModelWrapper", "TextAttackDriver", "KEY_COLUMN", "text_attack_dataset", "words_changed", "perturb_text", "check_texts"]
 
