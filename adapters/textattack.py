@@ -521,7 +521,7 @@ def perturb_text(
         adv_texts = [d.perturbed for d in details]
         changed = torch.tensor([d.n_changed for d in details], dtype=torch.long)
         n_words = torch.tensor([d.n_words for d in details], dtype=torch.long)
-        skipped = [i for i, d in enumerate(details) if getattr(d, "reason", None)]
+        skipped = [i for i, d in enumerate(details) if getattr(d, "skipped", None)]
     else:
         adv_texts = list(augmenter(originals))
         before = [textattack.shared.AttackedText(t) for t in originals]

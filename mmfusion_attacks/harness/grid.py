@@ -13,6 +13,8 @@ when a batch has them, else the clean predictions ("pseudo-labels"); the result 
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,7 +224,40 @@ def _build_step(step: Step, fusion: FusionModel, spec: GridSpec) -> Any:
     augmenters = {"synonym": SynonymSubstitution, "deletion": WordDeletion}
     if step.name not in augmenters:
         raise KeyError(f"unknown text augmentation '{step.name}'; choose from {sorted(augmenters)}")
-    return augmenters[step.name](step.amount, seed=step.seed)
+    return _MemoAugmenter(augmenters[step.name](step.amount, seed=step.seed), (step.name, step.amount, step.seed))
+
+
+class _MemoAugmenter:
+    """A seeded augmenter whose result is a function of (settings, text) alone (its seeds derive from the
+    text), remembered across cells and models of one process: a grid over four models perturbs the same
+    reports once, not four times (WordNet substitution costs tens of milliseconds per report)."""
+
+    _memo: OrderedDict[tuple, Any] = OrderedDict()
+    limit = 100_000
+
+    def __init__(self, augmenter: Any, key: tuple) -> None:
+        self.augmenter, self.key = augmenter, key
+
+    def details(self, texts: Sequence[str], ids: Sequence[Any] | None = None) -> list[Any]:
+        if ids is not None:
+            return self.augmenter.details(texts, ids)
+        todo = [t for t in dict.fromkeys(texts) if (self.key, t) not in self._memo]
+        if todo:
+            for t, d in zip(todo, self.augmenter.details(todo)):
+                self._memo[(self.key, t)] = d
+            while len(self._memo) > self.limit:
+                self._memo.popitem(last=False)
+        out = []
+        for i, t in enumerate(texts):
+            d = self._memo[(self.key, t)]
+            out.append(dataclasses.replace(d, index=i) if dataclasses.is_dataclass(d) and hasattr(d, "index") else d)
+        return out
+
+    def __call__(self, texts: Sequence[str]) -> list[str]:
+        return [d.perturbed for d in self.details(texts)]
+
+    def __repr__(self) -> str:
+        return repr(self.augmenter)
 
 
 def _run_step(step: Step, built: Any, fusion: FusionModel, inputs, labels, clean_logits, logits) -> AdversarialBatch:

@@ -322,3 +322,14 @@ def test_long_text_can_be_skipped_and_counted():
     assert res.extras["status"][1] == "skipped-too-long"
     assert any("1 row(s) not attacked (longer than the model reads)" in f for f in res.flags)
     assert res.inputs["text"][1] == x["text"][1]
+
+
+def test_augmentation_skips_are_counted_in_flags():
+    from mmfusion_attacks.text.augment import WordDeletion
+
+    fusion = probe_model()
+    x = batch(2)
+    x["text"][1] = "opacity"  # one word: deletion never removes the last word
+    res = ta_adapter.perturb_text(WordDeletion(0.5, seed=0), fusion, x, torch.ones(2, dtype=torch.long))
+    assert any(f.startswith("skipped: 1 row") for f in res.flags)
+    assert res.inputs["text"][1] == "opacity"

@@ -121,3 +121,19 @@ def test_vl_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path):
     assert result["speed"]["identical"]
     assert (tmp_path / "vl_fusion.png").stat().st_size > 0
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
+
+
+def test_grid_augmentations_are_computed_once_per_text_and_equal_the_augmenter(data):
+    from mmfusion_attacks.harness.grid import _build_step
+    from mmfusion_attacks.text.augment import WordDeletion
+
+    batch, _ = data
+    fusion = create_model("vl-language", encoder="tiny-random")
+    step = Step("text-augment", "deletion", ("text",), 0.5, seed=7)
+    first = _build_step(step, fusion, GridSpec())
+    again = _build_step(step, create_model("vl-language", encoder="tiny-random"), GridSpec())
+    plain = WordDeletion(0.5, seed=7).details(batch["text"])
+    assert first.details(batch["text"]) == plain
+    calls = []
+    again.augmenter.details = lambda texts, ids=None: calls.append(texts) or []
+    assert again.details(batch["text"]) == plain and not calls  # remembered across models
