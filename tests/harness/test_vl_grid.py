@@ -137,3 +137,23 @@ def test_grid_augmentations_are_computed_once_per_text_and_equal_the_augmenter(d
     calls = []
     again.augmenter.details = lambda texts, ids=None: calls.append(texts) or []
     assert again.details(batch["text"]) == plain and not calls  # remembered across models
+
+
+def test_vl_benchmark_on_an_iu_xray_folder(monkeypatch, tmp_path):
+    """--data DIR: the four models are trained on the folder's train split and evaluated on its test split."""
+    from data.iu_fixture import write_iu_fixture
+
+    from mmfusion_attacks.harness import vl
+    from mmfusion_attacks.models import vl_training
+
+    write_iu_fixture(tmp_path / "iu", n=60, seed=1)
+    monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
+    tiny = {arch: {**({"backbone_kwargs": TINY["backbone_kwargs"]} if arch != "vl-language" else {}),
+                   **({"encoder": "tiny-random"} if arch != "vl-vision" else {})} for arch in vl.MODELS.values()}
+    monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", tiny)
+    monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-3, 1, 16) for a in tiny})
+    result = vl.main(["--data", str(tmp_path / "iu"), "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2",
+                      "--recipes", "--skip-speed", "--quiet", "--out", str(tmp_path / "out")])
+    assert not result["meta"]["synthetic"] and "Indiana University" in result["meta"]["data"]
+    assert result["meta"]["test_size"] >= 1
+    assert len(list((tmp_path / "cache").glob("vl-*-iu-xray-*.pt"))) == 4  # trained once, cached
