@@ -261,6 +261,10 @@ class _MemoAugmenter:
 
 
 def _run_step(step: Step, built: Any, fusion: FusionModel, inputs, labels, clean_logits, logits) -> AdversarialBatch:
+    if step.kind == "text-attack":  # recipes draw from random / numpy / torch (DeepWordBug's edits): seed them
+        import textattack
+
+        textattack.shared.utils.set_seed(step.seed)
     if step.kind == "text-augment":
         from ..adapters.textattack import perturb_text
 
