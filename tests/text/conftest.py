@@ -79,12 +79,9 @@ def debian_wordnet_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def text_resources():
     """The default nltk data dir, as scripts/setup.sh prepares it (scripts/test.sh runs it first):
-    from local sources, and when WordNet is still missing with ``download=True`` (apt-get download of
-    Debian's packages; skipped tests say so when that is impossible)."""
-    res = prepare_text_resources(optional=False)
-    if not res.wordnet.available:
-        res = prepare_text_resources(download=True, optional=False)
-    return res
+    from local sources only: tests never fetch (set-up is the opt-in to that); tests needing WordNet
+    are skipped, saying so, when it is missing."""
+    return prepare_text_resources(optional=False)
 
 
 @pytest.fixture(scope="session")
