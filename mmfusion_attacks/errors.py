@@ -19,6 +19,7 @@ __all__ = [
     "NoPerturbationWarning",
     "MissingResourceError",
     "TextInputError",
+    "ModelOutputError",
 ]
 
 
@@ -84,6 +85,11 @@ class MissingResourceError(MMFusionError, RuntimeError):
 
 class TextInputError(InputError):
     """Text a text attack cannot work on (empty, not a string, only stopwords, too long for the model)."""
+
+
+class ModelOutputError(MMFusionError, TypeError):
+    """A model output whose logits cannot be told apart without a selector (a tuple of several tensors,
+    a mapping with no known logits key): guessing could attack the wrong head."""
 
 
 class NoPerturbationWarning(UserWarning):

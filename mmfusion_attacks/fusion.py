@@ -8,6 +8,7 @@ outputs (dicts, tuples, Hugging Face ``ModelOutput``) to logits, and validates b
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -16,35 +17,82 @@ from torch import nn
 
 from .errors import (
     LabelError,
+    ModelOutputError,
     MissingModalityError,
     ShapeMismatchError,
     UnknownModalityError,
 )
 from .modality import Modality, resolve_modality
 
-__all__ = ["FusionModel", "unwrap_logits", "Task", "InputStyle"]
+__all__ = ["FusionModel", "unwrap_logits", "Task", "InputStyle", "OutputSelector"]
 
 Task = Literal["classification", "segmentation"]
 InputStyle = Literal["named", "positional", "packed"]
 Batch = Mapping[str, Any]
 
 
-def unwrap_logits(output: Any, key: str | None = None) -> torch.Tensor:
-    """Logits from whatever a model returns: a tensor, a dict / ``ModelOutput``, or a tuple / list."""
+OutputSelector = int | str | Callable[[Any], torch.Tensor]
+
+
+def unwrap_logits(output: Any, key: OutputSelector | None = None) -> torch.Tensor:
+    """Logits from whatever a model returns: a tensor, a dict / ``ModelOutput``, or a tuple / list.
+
+    ``key`` selects them explicitly: a mapping key or attribute name (``"logits"``), an index into a
+    tuple / list (``1`` for ``(aux, main)``), or a callable ``output -> tensor``. Without it, a tuple /
+    list must hold exactly one tensor: with several (auxiliary heads, features) the first is not
+    assumed to be the logits, a :class:`ModelOutputError` asks which one is.
+    """
+    if callable(key) and not isinstance(key, str):
+        picked = key(output)
+        if not isinstance(picked, torch.Tensor):
+            raise ModelOutputError(f"the output selector returned {type(picked).__name__}, expected the logits tensor")
+        return picked
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(key, int) and not isinstance(key, bool):
+        if not isinstance(output, (tuple, list)):
+            raise ModelOutputError(f"output={key} selects an index, but the model returned a {type(output).__name__}")
+        if not -len(output) <= key < len(output) or not isinstance(output[key], torch.Tensor):
+            raise ModelOutputError(
+                f"output={key}: the model returned a {type(output).__name__} of {len(output)} item(s) "
+                f"({_describe(output)}); item {key} is not a tensor"
+            )
+        return output[key]
     if isinstance(output, Mapping):  # dicts and transformers.ModelOutput (an OrderedDict)
-        for k in ([key] if key else []) + ["logits", "out", "logits_per_image", "output", "pred"]:
+        if key is not None:
+            if key in output and isinstance(output[key], torch.Tensor):
+                return output[key]
+            raise ModelOutputError(f"output={key!r}: the model's output has no tensor under that key (keys {list(output)})")
+        for k in ["logits", "out", "logits_per_image", "output", "pred"]:
             if k in output and isinstance(output[k], torch.Tensor):
                 return output[k]
-        raise TypeError(
-            f"model returned a mapping with keys {list(output)}; pass output_key= to say which holds the logits"
+        raise ModelOutputError(
+            f"model returned a mapping with keys {list(output)}; pass output= (output_key=) to say which holds the logits"
         )
+    if isinstance(key, str):
+        value = getattr(output, key, None)
+        if isinstance(value, torch.Tensor):
+            return value
+        raise ModelOutputError(f"output={key!r}: a model output of type {type(output).__name__} has no tensor {key!r}")
     if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
         return output.logits
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    if isinstance(output, (tuple, list)):
+        tensors = [i for i, v in enumerate(output) if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return output[tensors[0]]
+        if len(tensors) > 1:
+            raise ModelOutputError(
+                f"model returned a {type(output).__name__} with {len(tensors)} tensors ({_describe(output)}): which "
+                f"holds the logits? Pass FusionModel(..., output=INDEX) (e.g. output={tensors[-1]} for (aux, main)) "
+                "or a callable output -> logits"
+            )
+    raise ModelOutputError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+def _describe(items: Sequence[Any]) -> str:
+    return ", ".join(
+        f"{i}: {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{i}: {type(v).__name__}" for i, v in enumerate(items)
+    )
 
 
 class FusionModel(nn.Module):
@@ -61,7 +109,11 @@ class FusionModel(nn.Module):
             ``(model, inputs_dict) -> output`` for anything else (tokenisers, extra arguments).
         arg_names: keyword name per modality for ``"named"`` (default: the modality name).
         normalize: ``{name: (mean, std)}`` applied inside ``forward`` (per channel or scalar).
-        output_key: which entry of a dict output holds the logits.
+        output: which part of the network's output holds the logits, when it returns more than one
+            tensor: a dict key / attribute name, a tuple index (``1`` for ``(aux, main)``), or a callable
+            ``output -> logits``. Without it a tuple or list with several tensors is an error (never the
+            first one by assumption); dicts default to ``logits`` / ``out`` / ``logits_per_image``.
+        output_key: the older name of ``output`` for dict keys.
         ignore_index: a segmentation label value that marks pixels to ignore (e.g. 255).
         defences: ``{name: defence}`` preprocessing defences applied to that modality inside the
             model, whichever modality is attacked (ART preprocessors with BPDA gradients, or torch
@@ -78,6 +130,7 @@ class FusionModel(nn.Module):
         input_style: InputStyle | Callable[[nn.Module, dict[str, Any]], Any] = "named",
         arg_names: Mapping[str, str] | None = None,
         normalize: Mapping[str, tuple[Any, Any]] | None = None,
+        output: OutputSelector | None = None,
         output_key: str | None = None,
         ignore_index: int | None = None,
         defences: Mapping[str, Any] | None = None,
@@ -105,7 +158,14 @@ class FusionModel(nn.Module):
         self.arg_names = {n: (arg_names or {}).get(n, n) for n in names}
         for n in arg_names or {}:
             self._check_known(n)
-        self.output_key = output_key
+        if output is not None and output_key is not None and output != output_key:
+            raise ValueError(f"output={output!r} and output_key={output_key!r} disagree: give one")
+        if output is not None and not isinstance(output, (int, str)) and not callable(output):
+            raise ValueError(f"output must be an index, a key or a callable, got {type(output).__name__}")
+        if isinstance(output, bool):
+            raise ValueError("output must be an index, a key or a callable, got a bool")
+        #: the logits selector (see ``output``)
+        self.output_key: OutputSelector | None = output if output is not None else output_key
         self.ignore_index = ignore_index
         self.amp_dtype: torch.dtype | None = None
         self._norm_names: list[str] = []
@@ -255,8 +315,10 @@ class FusionModel(nn.Module):
         out = dict(inputs)
         dtype = self.compute_dtype
         for name, value in inputs.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                out[name] = value.to(dtype=dtype, copy=True)
+            if isinstance(value, torch.Tensor):
+                out[name] = value.to(dtype=dtype if value.is_floating_point() else value.dtype, copy=True)
+            elif isinstance(value, (list, tuple)):  # text: a model that edits its list must not reach the held one
+                out[name] = [v if isinstance(v, str) else copy.deepcopy(v) for v in value]
         for name, defence in self.defences.items():
             if name in out:
                 out[name] = defence(out[name])
@@ -287,7 +349,10 @@ class FusionModel(nn.Module):
         if name not in self.towers:
             raise ValueError(f"modality '{name}' has no separate tower in {type(self.model).__name__} (towers: {self.towers})")
         prepared = self._prepared({name: value})
-        return self.model.encode(name, prepared[name])
+        if self.amp_dtype is None:
+            return self.model.encode(name, prepared[name])
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype):  # as forward runs it
+            return self.model.encode(name, prepared[name])
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Logits from per-tower features (see :meth:`encode`); equal to ``forward`` on the same inputs."""

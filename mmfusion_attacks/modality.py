@@ -151,6 +151,11 @@ class Modality:
                     f"modality '{self.name}': expected {self.channels} channel(s), got {value.shape[1]} "
                     f"(shape {tuple(value.shape)})"
                 )
+        if 0 in value.shape[1:]:
+            raise ShapeMismatchError(
+                f"modality '{self.name}': every sample is empty (shape {tuple(value.shape)}): a model cannot "
+                "read it and an attack has nothing to perturb"
+            )
         if self.shape is not None:
             sample = tuple(value.shape[1:])
             ok = len(sample) == len(self.shape) and all(

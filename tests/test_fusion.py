@@ -197,3 +197,64 @@ def test_amp_attacks_keep_the_contract(trained_segmenter):
 def test_amp_takes_only_half_precision_dtypes(classifier):
     with pytest.raises(ValueError, match="use_amp takes"):
         classifier.use_amp(torch.int8)
+
+
+class AuxMain(nn.Module):
+    """Returns (aux, main) like deep-supervision networks: the aux head is a constant guess."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.main = nn.Linear(2, 3)
+
+    def forward(self, rgb, ir):
+        feats = torch.stack([rgb.mean((1, 2, 3)), ir.mean((1, 2, 3))], 1)
+        main = self.main(feats)
+        aux = torch.zeros_like(main)
+        aux[:, 2] = 10.0
+        return aux, main
+
+
+def test_a_tuple_of_several_tensors_needs_a_selector_before_any_attack():
+    import torchattacks
+
+    from mmfusion_attacks import ModelOutputError, run_attack
+
+    fusion = FusionModel(AuxMain(), ["rgb", "ir"], num_classes=3).eval()
+    with pytest.raises(ModelOutputError, match=r"2 tensors .*output=1"):
+        run_attack(torchattacks.PGD(fusion.surface("ir"), eps=8 / 255, steps=2), make_batch(), torch.zeros(3, dtype=torch.long))
+    picked = FusionModel(AuxMain(), ["rgb", "ir"], num_classes=3, output=1).eval()
+    x = make_batch()
+    ref = picked.model(x["rgb"], x["ir"])[1]
+    assert torch.equal(picked(x), ref)
+    by_call = FusionModel(picked.model, ["rgb", "ir"], num_classes=3, output=lambda out: out[1])
+    assert torch.equal(by_call(x), ref)
+    with pytest.raises(ModelOutputError, match="item 5"):
+        FusionModel(AuxMain(), ["rgb", "ir"], output=5)(x)
+    with pytest.raises(ValueError, match="disagree"):
+        FusionModel(AuxMain(), ["rgb", "ir"], output="a", output_key="b")
+    assert unwrap_logits({"a": x["rgb"], "b": x["ir"]}, key="b") is x["ir"]
+    with pytest.raises(ModelOutputError, match="no tensor under that key"):
+        unwrap_logits({"a": x["rgb"]}, key="b")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 0), (2, 3, 0, 8), (2, 3, 8, 0)])
+def test_empty_images_fail_validation(shape, fm):
+    batch = make_batch()
+    batch["rgb"] = torch.rand(*shape)
+    with pytest.raises(ShapeMismatchError, match="'rgb': every sample is empty"):
+        fm.validate_inputs(batch)
+
+
+def test_a_model_that_edits_its_text_list_never_reaches_the_callers_list():
+    class Editor(nn.Module):
+        def forward(self, image, text):
+            text.append("extra")  # in place, on the list it was given
+            text[0] = text[0] + " mutated"
+            return torch.stack([image.flatten(1).mean(1), torch.tensor([float(len(t)) for t in text[: len(image)]])], 1)
+
+    fusion = FusionModel(Editor(), [Modality("image", "image", 1, valid_range=None), "text"], num_classes=2)
+    batch = {"image": torch.zeros(2, 1, 2, 2), "text": ["first words", "second words"]}
+    first = fusion(batch)
+    second = fusion(batch)
+    assert batch["text"] == ["first words", "second words"]
+    assert torch.equal(first, second)
