@@ -13,7 +13,7 @@ nothing is skipped or repaired silently):
 - the split file must list at least one name, each at most once, and every entry must be a plain
   file name (``00001D`` or ``00001D.png``): absolute paths, ``..`` and path separators, which would
   read files outside ``images/`` and ``labels/``, are rejected with the offending entries named;
-- ``limit`` is ``None`` (every frame) or a positive int;
+- ``limit`` is ``None`` (every frame) or a positive int; ``size`` is ``None`` or ``(H, W)`` of positive ints;
 - ``validate="files"`` checks that the image and the label file of every selected frame exist;
   ``"headers"`` (the default; it opens each PNG's header, about 0.3 ms a file, pixels are not
   decoded) also checks that each image has 4 channels (PIL mode ``RGBA``), that each label map has a
@@ -27,7 +27,10 @@ and 4-245). The mode therefore cannot tell a real frame from an ordinary RGB pic
 alpha channel, whose alpha would silently be read as thermal. What tells them apart is the content:
 an opaque picture's alpha is 255 at every pixel, which no thermal image is. An image whose fourth
 channel is 255 everywhere is rejected when it is read (``validate="pixels"``: at construction) with
-an error naming the file. Labels with a class id >= 9 are rejected the same way.
+an error naming the file. Labels with a class id >= 9 (or < 0) are rejected the same way, and so are
+label PNGs stored with several channels (RGB) that differ anywhere: only equal channels are read as
+class ids, a colour-coded map is refused (:class:`MFImageError`). A PNG whose header reads but whose
+pixels do not (a truncated file) raises :class:`MFImageError` naming the file when it is read.
 """
 
 from __future__ import annotations
@@ -43,10 +46,11 @@ from PIL import Image
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from ..errors import InputError
 from . import register_dataset
 from .synthetic_rgbt import MF_CLASSES
 
-__all__ = ["MFDataset", "MF_SPLITS", "MF_VALIDATION"]
+__all__ = ["MFDataset", "MF_SPLITS", "MF_VALIDATION", "MFImageError", "check_size"]
 
 MF_SPLITS = ("train", "val", "test", "test_day", "test_night")
 #: the ``validate=`` levels of :class:`MFDataset`, cheapest first
@@ -57,6 +61,25 @@ _HOWTO = (
     "RTFNet repository READMEs) and pass its folder, which holds images/, labels/ and the split files"
 )
 _SHOWN = 5
+
+
+class MFImageError(InputError):
+    """An MF image or label PNG cannot be decoded (truncated, corrupt) or holds what the layout does not
+    allow (labels in channels that differ, negative class ids); the message names the file."""
+
+
+def check_size(size, what: str = "size") -> tuple[int, int] | None:
+    """``size`` as ``(H, W)`` of positive ints, or None (no resizing); anything else raises ValueError
+    before work starts (``(0, 0)`` would otherwise fail inside ``interpolate`` on the first item)."""
+    if size is None:
+        return None
+    try:
+        pair = tuple(size)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in pair):
+        raise ValueError(f"{what} must be None or (H, W) with two positive ints, got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 def _listing(items: list[str]) -> str:
@@ -101,13 +124,14 @@ class MFDataset(Dataset):
             raise ValueError(f"limit must be None (every frame) or a positive int, got {limit!r}")
         if validate not in MF_VALIDATION:
             raise ValueError(f"validate must be one of {MF_VALIDATION}, got {validate!r}")
+        size = check_size(size)
         for folder in ("images", "labels"):
             if not (self.root / folder).is_dir():
                 raise FileNotFoundError(f"no MF dataset at {self.root} (missing {folder}/). {_HOWTO}")
         split_file = self.root / f"{split}.txt"
         if not split_file.is_file():
             raise FileNotFoundError(f"split file {split_file} not found. {_HOWTO}")
-        self.split, self.size = split, tuple(size) if size else None
+        self.split, self.size = split, size
         names = self._parse(split_file)
         self.names = names[:limit] if limit is not None else names
         self._check_files()
@@ -121,7 +145,16 @@ class MFDataset(Dataset):
 
     def _parse(self, split_file: Path) -> list[str]:
         entries = []  # (line number, name)
-        for number, line in enumerate(split_file.read_text().splitlines(), 1):
+        data = split_file.read_bytes()
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ValueError(
+                f"split file {split_file} line {line}: byte(s) {data[exc.start:exc.end].hex(' ')} "
+                f"are not UTF-8 ({exc.reason}); entries must look like 00001D"
+            ) from None
+        for number, line in enumerate(text.splitlines(), 1):
             entry = line.strip()
             if entry:
                 entries.append((number, entry[:-4] if entry.endswith(".png") else entry))
@@ -159,12 +192,14 @@ class MFDataset(Dataset):
         for name in self.names:
             image_path, label_path = self._path("images", name), self._path("labels", name)
             try:
+                reading = image_path
                 with Image.open(image_path) as image:
                     image_mode, image_size = image.mode, image.size
+                reading = label_path
                 with Image.open(label_path) as labels:
                     label_mode, label_size = labels.mode, labels.size
             except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
-                problems.append(f"{name}: cannot read the PNG header ({exc})")
+                problems.append(f"{name}: cannot read the PNG header of {reading} ({exc})")
                 continue
             if image_mode != "RGBA":
                 problems.append(
@@ -189,8 +224,15 @@ class MFDataset(Dataset):
         path = self._path(folder, name)
         if not path.is_file():
             raise FileNotFoundError(f"MF {self.split} item '{name}': {path} is missing")
-        with Image.open(path) as image:
-            return np.array(image)  # a writable copy for torch.from_numpy
+        try:
+            with Image.open(path) as image:
+                return np.array(image)  # a writable copy for torch.from_numpy
+        except (OSError, SyntaxError, ValueError) as exc:  # a truncated PNG: OSError "image file is truncated"
+            kind = "image" if folder == "images" else "labels"
+            raise MFImageError(
+                f"MF {kind} '{name}' ({path}) cannot be decoded ({exc}); the file is truncated or corrupt. "
+                "validate='pixels' decodes every frame at construction"
+            ) from None
 
     def _load(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         image = self._read("images", name)
@@ -203,14 +245,25 @@ class MFDataset(Dataset):
                 "channel of an opaque RGBA picture, not a thermal image; MF frames store thermal in the fourth channel"
             )
         labels = self._read("labels", name)
-        if labels.ndim == 3:  # some copies store labels as RGB with equal channels
+        label_path = self._path("labels", name)
+        if labels.ndim == 3:  # some copies store labels as RGB with equal channels: anything else is not class ids
+            differ = (labels != labels[..., :1]).any(axis=2)
+            if differ.any():
+                row, col = np.argwhere(differ)[0]
+                raise MFImageError(
+                    f"MF labels '{name}' ({label_path}) have {labels.shape[2]} channels that differ at {int(differ.sum())} "
+                    f"pixel(s), e.g. (row {row}, column {col}) = {tuple(int(v) for v in labels[row, col])}: class ids must be "
+                    "one channel (or equal channels); a colour-coded label image cannot be read as class ids"
+                )
             labels = labels[..., 0]
         if labels.shape != image.shape[:2]:
             raise ValueError(f"MF labels '{name}' are {labels.shape}, image is {image.shape[:2]}")
         if labels.max() >= len(MF_CLASSES):
             raise ValueError(
-                f"MF labels '{name}' ({self._path('labels', name)}) contain class {int(labels.max())}; ids must be < {len(MF_CLASSES)}"
+                f"MF labels '{name}' ({label_path}) contain class {int(labels.max())}; ids must be < {len(MF_CLASSES)}"
             )
+        if labels.min() < 0:
+            raise MFImageError(f"MF labels '{name}' ({label_path}) contain class {int(labels.min())}; ids must be >= 0")
         return image, labels
 
     def __getitem__(self, index: int) -> dict:

@@ -7,7 +7,8 @@
 Good rows mimic the release: de-identification placeholders (``XXXX``), empty findings or indication
 cells, a multi-line quoted cell, ``Problems`` spelled ``normal`` / `` Normal `` / a list of problems, and
 some uids with a second frontal image whose file name sorts after the first. ``bad`` adds rows that the
-loader must skip (one reason each) and projection rows it must ignore; the returned :class:`IUFixture`
+loader must skip (one reason each; ``shared_image`` adds two uids naming one frontal image) and
+projection rows it must ignore; the returned :class:`IUFixture`
 says what a correct loader reports.
 """
 
@@ -25,7 +26,9 @@ from PIL import Image
 REPORT_COLUMNS = ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"]
 PROJECTION_COLUMNS = ["uid", "filename", "projection"]
 #: kinds of report rows the loader skips, in the order it checks them
-SKIP_KINDS = ("duplicate_uid", "missing_label", "empty_text", "missing_projection", "missing_image", "unreadable_image")
+SKIP_KINDS = (
+    "duplicate_uid", "missing_label", "empty_text", "missing_projection", "shared_image", "missing_image", "unreadable_image",
+)
 #: kinds of projection rows the loader ignores
 IGNORE_KINDS = ("unknown_uid", "unknown_projection")
 
@@ -136,6 +139,14 @@ def write_iu_fixture(
         if kind == "duplicate_uid":
             reports.append(dict(row, findings="A second report for the same uid."))
             fixture.bad.setdefault(kind, []).extend([uid, uid])
+        elif kind == "shared_image":
+            # another patient (opposite label) whose frontal row names this uid's frontal image
+            other = str(80_000 + number)
+            reports.append(dict(row, uid=other, Problems="normal" if abnormal else "Cardiomegaly"))
+            projections.append({"uid": other, "filename": frontal, "projection": "Frontal"})
+            projections.append({"uid": other, "filename": f"{other}_IM-{number:04d}-2001.dcm.png", "projection": "Lateral"})
+            _png(images / f"{other}_IM-{number:04d}-2001.dcm.png", rng, image_size)
+            fixture.bad.setdefault(kind, []).extend([uid, other])
         elif kind == "good":
             fixture.uids.append(uid)
         else:

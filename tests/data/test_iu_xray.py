@@ -86,7 +86,7 @@ def test_all_kinds_together_and_ignored_projection_rows(tmp_path):
     assert ds.uids == fx.uids and list(ds.skipped) == list(SKIP_KINDS)  # reasons in check order
     assert ds.skipped == {k: len(v) for k, v in fx.bad.items()} and ds.ignored_projection_rows == fx.ignored
     message = str(caught[0].message)
-    assert len(caught) == 1 and "skipped 7 report row(s)" in message and "ignored 4 row(s) of indiana_projections.csv" in message
+    assert len(caught) == 1 and "skipped 9 report row(s)" in message and "ignored 4 row(s) of indiana_projections.csv" in message
 
 
 def test_validation_levels(tmp_path):
@@ -198,3 +198,125 @@ def test_limit(tmp_path):
             IUXray(fx.root, limit=bad)
     with pytest.raises(ValueError, match="image_size"):
         IUXray(fx.root, image_size=0)
+
+
+# -- one image, two patients; bytes that are not UTF-8; the fingerprint --------------------------
+
+
+def _projection_rows(root):
+    with open(root / "indiana_projections.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_projection_rows(root, rows):
+    with open(root / "indiana_projections.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["uid", "filename", "projection"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_an_image_named_by_two_uids_skips_both_and_names_the_file(tmp_path):
+    fx = write_iu_fixture(tmp_path / "iu", n=4, bad={"shared_image": 1})
+    ds, caught = load(fx.root)
+    (a, b) = fx.bad["shared_image"]
+    assert a not in ds.uids and b not in ds.uids and ds.uids == fx.uids
+    assert ds.skipped_uids == {"shared_image": [a, b]}
+    (name, claims), = ds.shared_images.items()
+    assert claims == sorted([f"{a} frontal", f"{b} frontal"]) and name.endswith("-1001.dcm.png")
+    assert len(caught) == 1 and name in str(caught[0].message) and "shared_image: 2" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("how", ["symlink", "hardlink"])
+def test_a_link_to_another_patients_image_is_the_same_image(tmp_path, how):
+    fx = write_iu_fixture(tmp_path / "iu", n=3, image_size=(8, 8))
+    first, second = fx.uids[0], fx.uids[1]
+    rows = _projection_rows(fx.root)
+    target = fx.images_dir / fx.files[first]["frontal"]
+    alias = fx.images_dir / "alias.png"
+    alias.symlink_to(target) if how == "symlink" else alias.hardlink_to(target)
+    for row in rows:
+        if row["uid"] == second and row["projection"] == "Frontal":
+            row["filename"] = "alias.png"
+    _write_projection_rows(fx.root, rows)
+    ds, _ = load(fx.root, image_size=8)
+    assert ds.skipped_uids == {"shared_image": [first, second]} and ds.uids == fx.uids[2:]
+
+
+def test_one_file_as_both_views_of_a_uid_and_views_not_read(tmp_path):
+    fx = write_iu_fixture(tmp_path / "iu", n=4, image_size=(8, 8))
+    first, second = fx.uids[0], fx.uids[1]
+    rows = _projection_rows(fx.root)
+    for row in rows:
+        if row["uid"] == first and row["projection"] == "Lateral":  # its own frontal file, as the lateral view
+            row["filename"] = fx.files[first]["frontal"]
+        if row["uid"] == second and row["projection"] == "Lateral":  # the lateral view of the third uid
+            row["filename"] = fx.files[fx.uids[2]]["lateral"]
+    _write_projection_rows(fx.root, rows)
+    ds, _ = load(fx.root, image_size=8)
+    assert ds.skipped_uids == {"shared_image": [first, second, fx.uids[2]]} and ds.uids == fx.uids[3:]
+    # frontal only: the lateral files are not read, so only the uid whose frontal file is also a lateral one is skipped
+    ds, _ = load(fx.root, image_size=8, views=("frontal",))
+    assert ds.skipped_uids == {"shared_image": [first]} and ds.uids == fx.uids[1:]
+    # the same row twice is one claim, not a conflict
+    _write_projection_rows(tmp_path / "b", _projection_rows(write_iu_fixture(tmp_path / "b", n=2).root) * 2)
+    assert load(tmp_path / "b")[0].skipped == {}
+
+
+@pytest.mark.parametrize("csv_name", ["indiana_reports.csv", "indiana_projections.csv"])
+def test_a_byte_that_is_not_utf8_names_file_line_and_column(tmp_path, csv_name):
+    fx = write_iu_fixture(tmp_path / "iu", n=3)
+    path = fx.root / csv_name
+    original = path.read_bytes()
+    lines = original.split(b"\n")
+    lines[2] = b"ab" + "é".encode("latin-1") + lines[2]  # a Latin-1 e-acute at column 3 of line 3
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(IUXrayFormatError, match=rf"{csv_name} line 3, column 3 .*byte\(s\) e9 are not UTF-8") as info:
+        IUXray(fx.root)
+    assert not isinstance(info.value, UnicodeDecodeError)
+    # a byte-order mark is still fine
+    path.write_bytes(b"\xef\xbb\xbf" + original)
+    assert load(fx.root)[0].uids == fx.uids
+
+
+def test_fingerprint_changes_with_labels_reports_and_images(tmp_path):
+    import os
+    import shutil
+
+    fx = write_iu_fixture(tmp_path / "iu", n=6, image_size=(8, 8))
+    base = load(fx.root, image_size=8)[0].fingerprint()
+    assert load(fx.root, image_size=8)[0].fingerprint() == base  # deterministic
+    assert load(fx.root, image_size=16)[0].fingerprint() != base  # served at another size
+    assert load(fx.root, image_size=8, views=("frontal",))[0].fingerprint() != base
+    copy = shutil.copytree(fx.root, tmp_path / "copy")  # copy2: contents and mtimes kept
+    assert load(copy, image_size=8)[0].fingerprint() == base  # not keyed by the path
+
+    reports = fx.root / "indiana_reports.csv"
+    original = reports.read_text()
+    with open(reports, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    flipped = [dict(r, Problems="Cardiomegaly" if r["Problems"].strip().lower() == "normal" else "normal") for r in rows]
+    for changed in (flipped, [dict(rows[0], findings=rows[0]["findings"] + " Small effusion.")] + rows[1:]):
+        with open(reports, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(changed)
+        assert load(fx.root, image_size=8)[0].fingerprint() != base
+    reports.write_text(original)
+    assert load(fx.root, image_size=8)[0].fingerprint() == base
+
+    image = fx.images_dir / fx.files[fx.uids[0]]["frontal"]
+    before = image.stat()
+    pixels = np.array(Image.open(image))
+    Image.fromarray(255 - pixels).save(image)  # rewritten: new mtime
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+    assert load(fx.root, image_size=8)[0].fingerprint() != base
+    # the documented blind spot of the cheap default: same size, modification time set back
+    with open(image, "r+b") as handle:
+        data = bytearray(open(copy / image.relative_to(fx.root), "rb").read())
+        handle.write(bytes(data[:-1]) + bytes([data[-1] ^ 1]))
+        handle.truncate(len(data))
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    if image.stat().st_size == before.st_size:
+        assert load(fx.root, image_size=8)[0].fingerprint() == base
+    deep = load(copy, image_size=8)[0].fingerprint(image_contents=True)
+    assert load(fx.root, image_size=8)[0].fingerprint(image_contents=True) != deep

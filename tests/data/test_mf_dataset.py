@@ -194,3 +194,54 @@ def test_pixels_validation_reads_every_frame_up_front(tmp_path):
     create_dataset("mf", root=root, split="test")  # headers cannot see class ids
     with pytest.raises(ValueError, match="00003D.*class 12"):
         create_dataset("mf", root=root, split="test", validate="pixels")
+
+
+# -- sizes, RGB label maps, truncated files ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 16), (16, -1), (16,), (16, 16, 3), (16.0, 16), (True, 16), 16, "16x16"])
+def test_size_is_checked_at_construction(tmp_path, size):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    with pytest.raises(ValueError, match=r"size must be None or \(H, W\) with two positive ints"):
+        create_dataset("mf", root=root, split="test", size=size)
+    assert create_dataset("mf", root=root, split="test", size=[np.int64(4), 6])[0]["rgb"].shape == (3, 4, 6)
+
+
+def test_rgb_labels_must_have_equal_channels(tmp_path):
+    from mmfusion_attacks.data.mf_dataset import MFImageError
+
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    ids = np.random.default_rng(2).integers(0, 9, (8, 8), dtype=np.uint8)
+    path = root / "labels" / "00002N.png"
+    Image.fromarray(np.stack([ids] * 3, 2)).save(path)  # RGB, equal channels: the ids
+    assert torch.equal(create_dataset("mf", root=root, split="test")[1]["labels"], torch.from_numpy(ids.astype(np.int64)))
+    coloured = np.stack([ids, (ids + 1) % 9, ids], 2)  # channel 0 alone looks like valid ids
+    coloured[..., 1][ids == 3] = 3
+    Image.fromarray(coloured).save(path)
+    ds = create_dataset("mf", root=root, split="test")  # the header (mode RGB) is allowed
+    with pytest.raises(MFImageError, match=rf"{re.escape(str(path))}.*3 channels that differ at \d+ pixel"):
+        ds[1]
+    with pytest.raises(MFImageError, match="00002N"):
+        create_dataset("mf", root=root, split="test", validate="pixels")
+
+
+@pytest.mark.parametrize(("folder", "kind"), [("images", "image"), ("labels", "labels")])
+def test_truncated_png_names_the_file(tmp_path, folder, kind):
+    from mmfusion_attacks.data.mf_dataset import MFImageError
+
+    root = make_mf_fixture(tmp_path / "MF", size=(64, 64))
+    path = root / folder / "00003D.png"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # the header survives, the pixels do not
+    ds = create_dataset("mf", root=root, split="test")  # headers are readable
+    with pytest.raises(MFImageError, match=rf"MF {kind} '00003D' \({re.escape(str(path))}\) cannot be decoded.*truncated"):
+        ds[2]
+    with pytest.raises(MFImageError, match=re.escape(str(path))):
+        create_dataset("mf", root=root, split="test", validate="pixels")
+    assert issubclass(MFImageError, ValueError)
+
+
+def test_split_file_that_is_not_utf8(tmp_path):
+    root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
+    (root / "val.txt").write_bytes(b"00001D\n0000\xff2N\n")
+    with pytest.raises(ValueError, match=r"val\.txt line 2: byte\(s\) ff are not UTF-8"):
+        create_dataset("mf", root=root, split="val")
