@@ -21,9 +21,10 @@ returns the same :class:`~mmfusion_attacks.runner.AdversarialBatch` (texts + unc
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 
 from mmfusion_attacks.errors import (
     InputError,
+    LabelError,
     NonFiniteOutputError,
     NoPerturbationWarning,
     RowAlignmentError,
@@ -62,10 +64,25 @@ _CLASSIFIERS = _validators.MODELS_BY_GOAL_FUNCTION[UntargetedClassification]  # 
 if r"^mmfusion_attacks\.fusion\.FusionModel$" not in _CLASSIFIERS:
     _CLASSIFIERS.append(r"^mmfusion_attacks\.fusion\.FusionModel$")
 
-__all__ = ["FusionModelWrapper", "TextAttackDriver", "KEY_COLUMN", "text_attack_dataset", "words_changed", "perturb_text", "check_texts"]
+__all__ = [
+    "FusionModelWrapper",
+    "FusionDataset",
+    "TextAttackDriver",
+    "KEY_COLUMN",
+    "DEFAULT_MAX_WORDS",
+    "text_attack_dataset",
+    "words_changed",
+    "perturb_text",
+    "check_texts",
+    "prepare_attack",
+    "check_checkpoint",
+]
 
 #: name of the column that carries an example's key in TextAttack inputs
 KEY_COLUMN = "example"
+#: texts with more words are refused (or skipped) when the model declares no token limit: a search
+#: over every word costs words^2 queries (a 6,000-word report ran > 9 min at 3.8 GB and growing)
+DEFAULT_MAX_WORDS = 512
 # 16 symbols TextAttack's word splitter never treats as (part of) a word
 _KEY_SYMBOLS = "!#$%&+,.:;<=>?^|"
 
@@ -75,9 +92,30 @@ def _key_from_digest(digest: bytes) -> str:
 
 
 def words_changed(original: Any, perturbed: Any) -> int:
-    """Number of word positions that differ between two ``AttackedText`` (deleted words count too)."""
-    diff = original.all_words_diff(perturbed)
-    return len(diff) + max(0, len(original.words) - len(perturbed.words))
+    """Words edited between two texts (``AttackedText`` or ``str``), counted on an alignment of the two word
+    sequences: a substituted word counts once, a deleted or inserted word once (a position-wise diff would
+    count every word after a deletion as changed)."""
+    a = original.words if hasattr(original, "words") else textattack.shared.AttackedText(original).words
+    b = perturbed.words if hasattr(perturbed, "words") else textattack.shared.AttackedText(perturbed).words
+    edits = 0
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        edits += _edit_distance(a[i1:i2], b[j1:j2]) if op == "replace" else (i2 - i1) + (j2 - j1)
+    if len(a) == len(b):  # substitutions in place are an alignment too
+        edits = min(edits, sum(x != y for x, y in zip(a, b)))
+    return min(edits, max(len(a), len(b)))
+
+
+def _edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two short word sequences (one differing block of an alignment)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
 
 
 class FusionModelWrapper(ModelWrapper):
@@ -93,9 +131,18 @@ class FusionModelWrapper(ModelWrapper):
         batch_size: rows per forward pass (TextAttack's own ``model_batch_size`` chunks first).
         cache_features: reuse the held modalities' tower features across queries (when the network
             exposes ``encode`` / ``fuse``); invalidated when the model's parameters change.
-        long_text: texts longer than the model reads (networks with ``count_tokens`` / ``max_text_tokens``):
-            ``"error"`` (a :class:`TextInputError` before any work) or ``"skip"`` (not attacked; counted in
-            the result's flags), since words past the limit could be "changed" without effect.
+        long_text: texts longer than the model reads (networks with ``count_tokens`` / ``max_text_tokens``)
+            or than ``max_words``: ``"error"`` (a :class:`TextInputError` before any work) or ``"skip"`` (not
+            attacked; counted in the result's flags), since words past the limit could be "changed" without
+            effect, and a search over thousands of words runs for hours.
+        max_words: the longest text (in TextAttack words) an attack runs on (``None``: no limit).
+
+    The feature cache equals the full forward: it is keyed by the example and by a stamp of the model
+    (every parameter's and buffer's identity, version and content checksum, every module's mode), so
+    writes through ``.data``, ``load_state_dict``, optimiser steps and buffer updates all invalidate it.
+    It is off, with the reason in :attr:`cache_off_reason` and the result's flags, where reuse cannot
+    equal the full forward: a preprocessing defence on a held modality (it may be random), or autocast
+    (features computed alone round differently).
     """
 
     def __init__(
@@ -106,6 +153,7 @@ class FusionModelWrapper(ModelWrapper):
         batch_size: int = 32,
         cache_features: bool = True,
         long_text: str = "error",
+        max_words: int | None = DEFAULT_MAX_WORDS,
     ) -> None:
         if not isinstance(fusion, FusionModel):
             raise TypeError(f"FusionModelWrapper needs a FusionModel, got {type(fusion).__name__}")
@@ -129,7 +177,10 @@ class FusionModelWrapper(ModelWrapper):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if long_text not in ("error", "skip"):
             raise ValueError(f"long_text must be 'error' or 'skip', got {long_text!r}")
+        if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
+            raise ValueError(f"max_words must be a positive int or None, got {max_words!r}")
         self.long_text = long_text
+        self.max_words = max_words
         self.model = fusion
         self.text = text
         self.held = tuple(n for n in fusion.modalities if n != text)
@@ -138,6 +189,7 @@ class FusionModelWrapper(ModelWrapper):
         self._examples: dict[str, dict[str, Any]] = {}
         self._features: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._feature_stamp: tuple | None = None
+        self._weights: torch.Tensor | None = None
         self.feature_cache_size = 1024
         #: rows and forward calls seen (for reports and tests)
         self.rows_queried = 0
@@ -146,8 +198,22 @@ class FusionModelWrapper(ModelWrapper):
     # ------------------------------------------------------------------ examples
     @property
     def uses_towers(self) -> bool:
+        """Whether queries reuse the held modalities' tower features (see :attr:`cache_off_reason`)."""
         towers = self.model.towers
-        return bool(self.cache_features and self.text in towers and all(n in towers for n in self.held))
+        if not (self.cache_features and self.text in towers and all(n in towers for n in self.held)):
+            return False
+        return self.cache_off_reason is None
+
+    @property
+    def cache_off_reason(self) -> str | None:
+        """Why held features are recomputed for every query although the network has towers (None: cached)."""
+        fusion = self.model
+        defended = [n for n in self.held if n in fusion.defences]
+        if defended:
+            return f"a preprocessing defence on {defended} may be random: the held features are recomputed per query"
+        if fusion.amp_dtype is not None:
+            return f"autocast ({fusion.amp_dtype}): features encoded alone round differently from the full forward"
+        return None
 
     def register(self, inputs: Mapping[str, Any], *, validate: bool = True) -> list[str]:
         """Hold each row's non-text modalities; return one key per row (equal content, equal key)."""
@@ -201,6 +267,15 @@ class FusionModelWrapper(ModelWrapper):
     # ------------------------------------------------------------------ queries
     def _split(self, item: Any) -> tuple[str, str]:
         if isinstance(item, str):
+            joined = item.rsplit("\n", 1)
+            if len(joined) == 2 and joined[1] and all(c in _KEY_SYMBOLS for c in joined[1].strip()):
+                raise UnsupportedAttackError(
+                    "a transformation rebuilt the query from the example's joined columns (text + its held-example "
+                    f"key {joined[1]!r}), so its edits can land in the key: TextAttack's differential-evolution "
+                    "transformations (BadCharacters2021) do this. Run the attack through run_attack or "
+                    "mmfusion_attacks.text.build_text_attack('bad-characters', ...), or call prepare_attack(attack) "
+                    "before textattack.Attacker, which confine them to the text column"
+                )
             if len(self._examples) == 1:
                 return item, next(iter(self._examples))
             raise RowAlignmentError(
@@ -220,6 +295,8 @@ class FusionModelWrapper(ModelWrapper):
             return torch.zeros(0, 0)
         outs = []
         with frozen_model_state(self.model), torch.no_grad():
+            if self.uses_towers:
+                self._check_stamp()
             for start in range(0, len(rows), self.batch_size):
                 outs.append(self._forward(rows[start : start + self.batch_size]))
         self.rows_queried += len(rows)
@@ -247,11 +324,34 @@ class FusionModelWrapper(ModelWrapper):
                 batch[name] = [v for value in values for v in value]
         return fusion(batch)
 
-    def _held_features(self, key: str) -> dict[str, torch.Tensor]:
-        stamp = tuple((id(p), p._version) for p in self.model.parameters())
-        if stamp != self._feature_stamp:  # the model changed (training, loading): recompute
+    def _check_stamp(self) -> None:
+        """Drop cached features when the model changed in any way since they were computed."""
+        stamp = self._model_stamp()
+        if stamp != self._feature_stamp:  # training, loading, writes through .data, buffer updates
             self._features.clear()
             self._feature_stamp = stamp
+
+    def _model_stamp(self) -> tuple:
+        """Identity, version and a content checksum of every parameter and buffer, and every module's mode.
+        Versions miss writes through ``.data``; the checksum catches every bit that changed: each tensor's
+        bits as int32, times fixed odd weights, summed modulo 2**32 (exact, so order and threads do not
+        matter; one pass over the weights per query batch, ~35 ms for MiniLM's 23M on one CPU thread)."""
+        fusion = self.model
+        tensors = [*fusion.parameters(), *fusion.buffers()]
+        words = [_as_int32(t) for t in tensors]
+        size = max((w.numel() for w in words), default=0)
+        device = fusion.device
+        if self._weights is None or self._weights.numel() < size or self._weights.device != device:
+            gen = torch.Generator().manual_seed(0)
+            odd = torch.randint(0, 2**30, (max(size, 1),), generator=gen, dtype=torch.int32) * 2 + 1
+            self._weights = odd.to(device)
+        sums = [(w * self._weights[: w.numel()].to(w.device)).sum(dtype=torch.int32) for w in words]
+        checksum = tuple(torch.stack([v.cpu() for v in sums]).tolist()) if sums else ()
+        meta = tuple((id(t), t._version, t.data_ptr(), str(t.dtype), tuple(t.shape)) for t in tensors)
+        modes = tuple(m.training for m in fusion.modules())
+        return meta, checksum, modes, fusion.amp_dtype
+
+    def _held_features(self, key: str) -> dict[str, torch.Tensor]:
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
@@ -265,11 +365,29 @@ class FusionModelWrapper(ModelWrapper):
             self._features.popitem(last=False)
         return feats
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_weights"] = None  # the checksum weights are rebuilt on demand (they are as large as the largest tensor)
+        return state
+
     def _tokenize(self, inputs: Sequence[Any]) -> list[list[str]]:
         return [self._split(i)[0].split() if not isinstance(i, str) else i.split() for i in inputs]
 
     def __repr__(self) -> str:
         return f"FusionModelWrapper(text='{self.text}', held={list(self.held)}, towers={self.uses_towers})"
+
+
+def _as_int32(t: torch.Tensor) -> torch.Tensor:
+    """A tensor's bits as a flat int32 tensor (a view where the element size allows)."""
+    flat = t.detach().reshape(-1)
+    if flat.dtype == torch.bool:
+        return flat.to(torch.int32)
+    size = flat.element_size()
+    if size % 4 == 0:
+        return flat.view(torch.int32)
+    if size == 2:
+        return flat.view(torch.int16).to(torch.int32)
+    return flat.view(torch.uint8).to(torch.int32)
 
 
 def _row(value: Any, i: int) -> Any:
@@ -278,15 +396,238 @@ def _row(value: Any, i: int) -> Any:
     return [value[i]]
 
 
-def text_attack_dataset(wrapper: FusionModelWrapper, inputs: Mapping[str, Any], labels: Any, *, shuffle: bool = False):
-    """``textattack.datasets.Dataset`` over a named batch: input columns ``(text, example)``, the example key
-    naming the held modalities registered in ``wrapper``."""
+class FusionDataset(textattack.datasets.Dataset):
+    """A ``textattack.datasets.Dataset`` whose rows carry their example key (see :func:`text_attack_dataset`).
+
+    It checked its texts and labels as :func:`run_attack` does. With ``textattack.Attacker`` it also
+    (through this adapter's hooks on ``Attacker``): skips, counted as ``SkippedAttackResult`` and listed in
+    :attr:`skipped`, rows the attack cannot work on (only stopwords the attack protects, longer than the
+    model reads with ``long_text="skip"``); confines differential-evolution transformations to the text
+    column (:func:`prepare_attack`); refuses an attack built on another wrapper (its keys would be
+    unknown); and refuses to resume a checkpoint made on this data in another row order (TextAttack
+    stores row indices: some examples would be attacked twice and others never)."""
+
+    def __init__(self, wrapper: FusionModelWrapper, rows: list, keys: list[str], checked: dict[str, list[int]], **kwargs: Any):
+        super().__init__(rows, input_columns=[wrapper.text, KEY_COLUMN], **kwargs)
+        self.wrapper = wrapper
+        self.keys = keys
+        self.too_long = set(checked.get("too-long", []))
+        #: row -> reason, for rows an Attacker skipped (filled when the Attacker is built)
+        self.skipped: dict[int, str] = {i: "longer than the model reads" for i in sorted(self.too_long)}
+        self._skip_by_content: dict[tuple, str] = {}
+
+    def row_fingerprint(self, i: int) -> tuple:
+        example, label = self._dataset[i]
+        return (*example, label)
+
+    def bind_attack(self, attack: Any) -> None:
+        """Check ``attack`` runs on this dataset's wrapper, confine its transformations to the text column,
+        and compute the rows it would skip (its own stopwords)."""
+        model = attack.goal_function.model
+        if model is not self.wrapper:
+            raise RowAlignmentError(
+                f"the attack was built on {model!r}, this dataset on {self.wrapper!r}: its example keys are "
+                "registered in the dataset's wrapper only. Build the recipe on the wrapper that made the dataset"
+            )
+        prepare_attack(attack)
+        words = _stopwords(attack)
+        self.skipped = {i: "longer than the model reads" for i in sorted(self.too_long)}
+        for i in range(len(self)):
+            text = self._dataset[i][0][0]
+            if i not in self.skipped and words and _only_stopwords(text, words):
+                self.skipped[i] = "only stopwords: no word the attack may change"
+        self._skip_by_content = {tuple(self._dataset[i][0]): r for i, r in self.skipped.items()}
+        if self.skipped:
+            rows = sorted(self.skipped)
+            warnings.warn(
+                f"{len(rows)} row(s) of the dataset will not be attacked (SkippedAttackResult): "
+                + "; ".join(f"row {i}: {self.skipped[i]}" for i in rows[:5]),
+                stacklevel=3,
+            )
+
+    def skip_reason(self, example: Any) -> str | None:
+        values = tuple(example._text_input.values()) if hasattr(example, "_text_input") else tuple(example.values())
+        return self._skip_by_content.get(values)
+
+
+def text_attack_dataset(
+    wrapper: FusionModelWrapper, inputs: Mapping[str, Any], labels: Any, *, shuffle: bool = False, **kwargs: Any
+) -> FusionDataset:
+    """A :class:`FusionDataset` over a named batch: input columns ``(text, example)``, the example key
+    naming the held modalities registered in ``wrapper``. Texts and labels are checked as
+    :func:`run_attack` checks them, before any attack: empty / non-string text, text holding TextAttack's
+    ``<SPLIT>`` separator, text longer than the model reads (an error, or a counted skip with
+    ``long_text="skip"``), and labels that are not class ids of this model (float, negative, >= classes)."""
+    fusion = wrapper.model
+    n = fusion.validate_inputs(inputs)
+    if n == 0:
+        raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
+    checked = check_texts(fusion, inputs[wrapper.text], name=wrapper.text, long_text=wrapper.long_text, max_words=wrapper.max_words)
+    ids = _dataset_labels(wrapper, inputs, labels, n)
     examples = wrapper.examples(inputs)
-    ids = torch.as_tensor(labels).reshape(-1).tolist() if not isinstance(labels, list) else list(labels)
-    if len(ids) != len(examples):
-        raise InputError(f"{len(ids)} labels for {len(examples)} examples")
-    rows = [(tuple(ex.values()), int(y)) for ex, y in zip(examples, ids)]
-    return textattack.datasets.Dataset(rows, input_columns=[wrapper.text, KEY_COLUMN], shuffle=shuffle)
+    rows = [(tuple(ex.values()), y) for ex, y in zip(examples, ids)]
+    return FusionDataset(wrapper, rows, [ex[KEY_COLUMN] for ex in examples], checked, shuffle=shuffle, **kwargs)
+
+
+def _dataset_labels(wrapper: FusionModelWrapper, inputs: Mapping[str, Any], labels: Any, n: int) -> list[int]:
+    """Labels as Python ints checked against the model's classes (one forward on row 0 when the model
+    declares no ``num_classes``)."""
+    import numpy as np
+
+    fusion = wrapper.model
+    try:
+        value = labels.detach().cpu() if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    except (TypeError, ValueError) as err:
+        raise LabelError(f"labels must be class ids, got {type(labels).__name__}: {err}") from err
+    value = value.reshape(-1) if value.ndim == 0 or (value.ndim == 1) else value
+    if value.dtype == torch.bool or value.is_floating_point() or value.is_complex():
+        raise LabelError(f"labels must be integer class ids, got dtype {value.dtype} ({value.reshape(-1)[:5].tolist()})")
+    if value.ndim != 1 or len(value) != n:
+        raise LabelError(f"labels must have shape ({n},) for {n} examples, got {tuple(value.shape)}")
+    classes = fusion.num_classes
+    if classes is None:
+        row = {k: (v[:1] if isinstance(v, torch.Tensor) else list(v[:1])) for k, v in inputs.items()}
+        work = _working_copy(row, fusion.device, fusion.compute_dtype)
+        with frozen_model_state(fusion), torch.no_grad():
+            classes = int(fusion(work).shape[1])
+    bad = [(i, int(v)) for i, v in enumerate(value.tolist()) if not 0 <= v < classes]
+    if bad:
+        raise LabelError(f"labels outside [0, {classes}): {[v for _, v in bad[:5]]} at rows {[i for i, _ in bad[:5]]}")
+    return [int(v) for v in value.tolist()]
+
+
+# ---------------------------------------------------------------------- attacks TextAttack builds
+class _TextColumnOnly:
+    """A differential-evolution transformation confined to the text column of a keyed example.
+
+    TextAttack's DE transformations (``WordSwapInvisibleCharacters``, ``...Deletions``, ``...Reorderings``,
+    ``...HomoglyphSwap``) rebuild a candidate from ``current_text.text``, which joins every column: on a
+    keyed example they would edit the key and drop the columns. This applies the same transformation to
+    the text column alone and puts the key back; the search is TextAttack's own."""
+
+    def __init__(self, transformation: Any, column: str) -> None:
+        self.transformation = transformation
+        self.column = column
+
+    def _text_only(self, current: Any) -> Any:
+        if list(current._text_input) == [self.column, KEY_COLUMN]:
+            return textattack.shared.AttackedText(current._text_input[self.column]), current._text_input[KEY_COLUMN]
+        return current, None
+
+    def get_bounds_and_precomputed(self, current_text: Any, max_perturbs: int):
+        text, _ = self._text_only(current_text)
+        return self.transformation.get_bounds_and_precomputed(text, max_perturbs)
+
+    def apply_perturbation(self, current_text: Any, perturbation_vector: Any, precomputed: Any):
+        text, key = self._text_only(current_text)
+        out = self.transformation.apply_perturbation(text, perturbation_vector, precomputed)
+        if key is None:
+            return out
+        return textattack.shared.AttackedText(OrderedDict([(self.column, out.text), (KEY_COLUMN, key)]))
+
+
+def prepare_attack(attack: Any) -> Any:
+    """Make a TextAttack ``Attack`` built on a :class:`FusionModelWrapper` safe for keyed examples (done by
+    :func:`run_attack`, ``build_text_attack`` and ``textattack.Attacker`` on a :class:`FusionDataset`; call it
+    yourself before looping ``attack.attack`` over ``wrapper.examples``). Today: a differential-evolution
+    search (``BadCharacters2021``) perturbs the text column only. Returns the attack."""
+    from textattack.search_methods import DifferentialEvolution
+
+    wrapper = attack.goal_function.model
+    search = attack.search_method
+    if isinstance(wrapper, FusionModelWrapper) and isinstance(search, DifferentialEvolution):
+        current = getattr(search.apply_perturbation, "__self__", None)
+        if not isinstance(current, _TextColumnOnly):
+            confined = _TextColumnOnly(attack.transformation, wrapper.text)
+            search.apply_perturbation = confined.apply_perturbation
+            search.get_bounds_and_precomputed = confined.get_bounds_and_precomputed
+    return attack
+
+
+def check_checkpoint(dataset: FusionDataset, checkpoint: Any) -> None:
+    """Refuse to resume ``checkpoint`` on ``dataset`` unless the rows it finished are the rows at the indices
+    it counts as done (TextAttack resumes by row index: on data rebuilt in another order it would attack
+    some examples twice and others never)."""
+    remaining = set(checkpoint.worklist) | set(checkpoint.worklist_candidates)
+    offset = getattr(checkpoint.attack_args, "num_examples_offset", 0) or 0
+    done = [i for i in range(offset, len(dataset)) if i not in remaining]
+    want = Counter(dataset.row_fingerprint(i) for i in done)
+    got = Counter()
+    for result in checkpoint.attack_log_manager.results:
+        original = result.original_result
+        got[(*original.attacked_text._text_input.values(), original.ground_truth_output)] += 1
+    if want != got:
+        missing = sum((got - want).values())
+        raise RowAlignmentError(
+            f"this checkpoint finished {sum(got.values())} example(s), but {missing} of them are not at the row indices "
+            f"it counts as done in this dataset ({len(dataset)} rows): the dataset was rebuilt in another row order "
+            "(or from other data). TextAttack resumes by row index, so some examples would be attacked twice and "
+            "others never. Rebuild the dataset in the order the checkpoint was made with, or start afresh"
+        )
+
+
+class _SkippingAttack:
+    """The Attacker's view of an attack on a :class:`FusionDataset`: rows the dataset marks as skipped get a
+    ``SkippedAttackResult`` (scored on the clean example, nothing searched); every other call goes to the attack."""
+
+    def __init__(self, attack: Any, dataset: FusionDataset) -> None:
+        self._attack = attack
+        self._dataset = dataset
+
+    def attack(self, example: Any, ground_truth_output: Any):
+        from textattack.attack_results import SkippedAttackResult
+
+        if not isinstance(example, textattack.shared.AttackedText):
+            example = textattack.shared.AttackedText(example)
+        reason = self._dataset.skip_reason(example)
+        if reason is None:
+            return self._attack.attack(example, ground_truth_output)
+        self._attack.clear_cache()
+        result, _ = self._attack.goal_function.init_attack_example(example, ground_truth_output)
+        skipped = SkippedAttackResult(result)
+        skipped.mmfusion_skip_reason = reason
+        return skipped
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._attack, name)
+
+    def __repr__(self) -> str:
+        return repr(self._attack)
+
+    def __str__(self) -> str:
+        return str(self._attack)
+
+
+def _install_attacker_hooks() -> None:
+    """``textattack.Attacker`` on a :class:`FusionDataset`: bind the attack to the dataset (checks, skips,
+    DE confinement) and check a resumed checkpoint's row order. Any other dataset: TextAttack unchanged."""
+    attacker_cls = textattack.Attacker
+    if getattr(attacker_cls, "_mmfusion_hooks", False):
+        return
+    original_init = attacker_cls.__init__
+    original_resume = attacker_cls.from_checkpoint.__func__
+
+    def __init__(self, attack, dataset, attack_args=None):
+        if isinstance(dataset, FusionDataset):
+            dataset.bind_attack(attack)
+        original_init(self, attack, dataset, attack_args)
+        if isinstance(dataset, FusionDataset):
+            self.attack = _SkippingAttack(attack, dataset)
+
+    def from_checkpoint(cls, attack, dataset, checkpoint):
+        if isinstance(dataset, FusionDataset):
+            if isinstance(checkpoint, str):
+                checkpoint = textattack.shared.AttackCheckpoint.load(checkpoint)
+            check_checkpoint(dataset, checkpoint)
+        return original_resume(cls, attack, dataset, checkpoint)
+
+    __init__.__doc__ = original_init.__doc__
+    attacker_cls.__init__ = __init__
+    attacker_cls.from_checkpoint = classmethod(from_checkpoint)
+    attacker_cls._mmfusion_hooks = True
+
+
+_install_attacker_hooks()
 
 
 # ---------------------------------------------------------------------- run_attack support
@@ -300,14 +641,25 @@ def _stopwords(attack: Any) -> set[str]:
     return words
 
 
+def _only_stopwords(text: str, stopwords: set[str]) -> bool:
+    words = textattack.shared.AttackedText(text).words
+    return not words or all(w.lower() in stopwords for w in words)
+
+
 def check_texts(
-    fusion: FusionModel, texts: Sequence[Any], *, name: str = "text", stopwords: set[str] | None = None, long_text: str = "error"
+    fusion: FusionModel,
+    texts: Sequence[Any],
+    *,
+    name: str = "text",
+    stopwords: set[str] | None = None,
+    long_text: str = "error",
+    max_words: int | None = DEFAULT_MAX_WORDS,
 ) -> dict[str, list[int]]:
-    """Rows a text attack cannot work on, by reason. Empty / non-string texts raise
-    :class:`TextInputError`; texts longer than the model's maximum (networks exposing ``count_tokens``
-    and ``max_text_tokens``) raise too, or with ``long_text="skip"`` are returned under ``"too-long"``;
-    texts whose every word is a stopword the attack protects are returned under ``"only-stopwords"``
-    (skipped rows are counted, not attacked)."""
+    """Rows a text attack cannot work on, by reason. Empty / non-string texts and texts holding TextAttack's
+    column separator ``<SPLIT>`` raise :class:`TextInputError`; texts longer than the model's maximum
+    (networks exposing ``count_tokens`` and ``max_text_tokens``) or than ``max_words`` words raise too, or
+    with ``long_text="skip"`` are returned under ``"too-long"``; texts whose every word is a stopword the
+    attack protects are returned under ``"only-stopwords"`` (skipped rows are counted, not attacked)."""
     from textattack.shared import AttackedText
 
     for i, t in enumerate(texts):
@@ -315,24 +667,40 @@ def check_texts(
             raise TextInputError(f"modality '{name}': row {i} is {type(t).__name__}, expected str")
         if not t.strip():
             raise TextInputError(f"modality '{name}': row {i} is empty text")
+        if AttackedText.SPLIT_TOKEN in t:
+            raise TextInputError(
+                f"modality '{name}': row {i} contains {AttackedText.SPLIT_TOKEN!r}, TextAttack's column separator: "
+                "TextAttack would split the text there and crash (or edit the wrong column). Remove or escape it"
+            )
     out: dict[str, list[int]] = {"only-stopwords": [], "too-long": []}
+    long: dict[int, str] = {}
+    if max_words is not None:
+        for i, t in enumerate(texts):
+            if len(t.split()) > max_words:  # cheap bound first: TextAttack's words are never more than tokens
+                count = len(AttackedText(t).words)
+                if count > max_words:
+                    long[i] = f"{count} words > max_words={max_words}"
     net = fusion.model
     limit = getattr(net, "max_text_tokens", None)
     if limit is not None and callable(getattr(net, "count_tokens", None)):
         counts = net.count_tokens(list(texts))
-        long = [i for i, c in enumerate(counts) if c > limit]
-        if long and long_text == "skip":
-            out["too-long"] = long
-        elif long:
-            raise TextInputError(
-                f"modality '{name}': rows {long[:10]} have more tokens ({[counts[i] for i in long[:10]]}) than the "
-                f"model reads ({limit}); words past the limit could be changed without effect. Shorten them or "
-                "raise the model's max_text_tokens (or FusionModelWrapper(..., long_text='skip'))"
-            )
+        for i, c in enumerate(counts):
+            if c > limit and i not in long:
+                long[i] = f"{c} tokens > the model's {limit}"
+    if long and long_text == "skip":
+        out["too-long"] = sorted(long)
+    elif long:
+        rows = sorted(long)
+        raise TextInputError(
+            f"modality '{name}': rows {rows[:10]} are longer than an attack runs on ("
+            + "; ".join(long[i] for i in rows[:3])
+            + "): words past the model's limit could be changed without effect, and a search over thousands of "
+            "words runs for hours. Shorten them, raise the model's max_text_tokens or "
+            "FusionModelWrapper(..., max_words=N), or skip them (FusionModelWrapper(..., long_text='skip'))"
+        )
     if stopwords:
         for i, t in enumerate(texts):
-            words = AttackedText(t).words
-            if not words or all(w.lower() in stopwords for w in words):
+            if i not in long and _only_stopwords(t, stopwords):
                 out["only-stopwords"].append(i)
     return out
 
@@ -382,10 +750,13 @@ class TextAttackDriver(AttackDriver):
         n = fusion.validate_inputs(inputs)
         if n == 0:
             raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
-        skipped = check_texts(fusion, inputs[text], name=text, stopwords=_stopwords(attack), long_text=wrapper.long_text)
+        skipped = check_texts(
+            fusion, inputs[text], name=text, stopwords=_stopwords(attack), long_text=wrapper.long_text, max_words=wrapper.max_words
+        )
+        prepare_attack(attack)
         work = _working_copy(inputs, fusion.device, fusion.compute_dtype)
         goal_fn = attack.goal_function
-        targeted = isinstance(goal_fn, TargetedClassification)
+        targeted = isinstance(goal_fn, TargetedClassification) or type(goal_fn).__name__ in ("TargetedStrict", "TargetedBonus")
         with frozen_model_state(fusion):
             if clean_logits is None:
                 with torch.no_grad():
@@ -467,6 +838,8 @@ class TextAttackDriver(AttackDriver):
                 NoPerturbationWarning,
                 stacklevel=3,
             )
+        if wrapper.cache_features and wrapper.cache_off_reason is not None:
+            flags.append(f"feature-cache off: {wrapper.cache_off_reason}")
         fraction = changed.float() / n_words.clamp_min(1).float()
         return AdversarialBatch(
             inputs=result_inputs,

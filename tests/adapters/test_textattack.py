@@ -237,7 +237,7 @@ def test_wrapper_refuses_tensor_modalities_and_surface_refuses_text():
     [
         (["", "ok words here"], "item 0 is empty"),
         ([3, "ok words here"], "item 0 is int"),
-        (["word " * 60, "ok words here"], "more tokens"),
+        (["word " * 60, "ok words here"], "62 tokens > the model.s 40"),
     ],
 )
 def test_bad_text_fails_before_any_query(texts, error):
