@@ -39,3 +39,9 @@ else
       "MissingResourceError. Retry: .venv/bin/mmfusion-attacks text-resources --download" >&2
   fi
 fi
+# `import textattack` (the first line a TextAttack user writes) reads stopwords through nltk's own search
+# path, which includes <venv>/share/nltk_data: expose the prepared folder there (a folder of the user's own
+# at that place is left alone).
+if [ -f "$nltk_dir/corpora/stopwords/english" ] && { [ -L .venv/share/nltk_data ] || [ ! -e .venv/share/nltk_data ]; }; then
+  mkdir -p .venv/share && ln -sfn "$nltk_dir" .venv/share/nltk_data
+fi

@@ -314,6 +314,36 @@ def register_text_attack(
     return entry
 
 
+#: BadCharacters2021's goal functions (TextAttack 0.3.11) and perturbation types
+BAD_CHARACTERS_GOALS = (
+    "targeted_classification",
+    "targeted_strict",
+    "targeted_bonus",
+    "logit_sum",
+    "named_entity_recognition",
+    "minimize_bleu",
+    "maximize_levenshtein",
+)
+BAD_CHARACTERS_PERTURBATIONS = ("homoglyphs", "invisible", "deletions", "reorderings")
+
+
+def _check_bad_characters(options: dict[str, Any]) -> None:
+    """TextAttack answers a wrong value with a bare 'Invalid goal_function_type!': name the valid ones."""
+    goal = options.get("goal_function_type")
+    if goal is None:
+        raise ValueError(
+            f"text attack 'bad-characters' needs goal_function_type=, one of {list(BAD_CHARACTERS_GOALS)} "
+            "(classifiers: 'targeted_classification' with target_class=, 'targeted_strict', 'targeted_bonus', 'logit_sum')"
+        )
+    if goal not in BAD_CHARACTERS_GOALS:
+        raise ValueError(f"text attack 'bad-characters': goal_function_type={goal!r} is not one of {list(BAD_CHARACTERS_GOALS)}")
+    kind = options.get("perturbation_type")
+    if kind is not None and kind not in BAD_CHARACTERS_PERTURBATIONS:
+        raise ValueError(
+            f"text attack 'bad-characters': perturbation_type={kind!r} is not one of {list(BAD_CHARACTERS_PERTURBATIONS)}"
+        )
+
+
 def _bad_characters_needs(options: dict[str, Any]) -> tuple[str, ...]:
     kind = options.get("perturbation_type")
     return ("homoglyph-list",) if kind in (None, "homoglyphs") else ()
@@ -431,6 +461,8 @@ def build_text_attack(name: str, model_wrapper: Any, *, query_budget: int | None
     entry = get_text_attack(name)
     if query_budget is not None and (isinstance(query_budget, bool) or not isinstance(query_budget, int) or query_budget < 1):
         raise ValueError(f"build_text_attack({name!r}): query_budget must be a positive int, got {query_budget!r}")
+    if entry.name == "bad-characters":
+        _check_bad_characters(options)
     if check_resources:
         check_text_attack_resources(entry.name, **options)
     import_textattack()
@@ -442,4 +474,8 @@ def build_text_attack(name: str, model_wrapper: Any, *, query_budget: int | None
         attack = build(model_wrapper, **options)
     if query_budget is not None:
         attack.goal_function.query_budget = query_budget
+    if type(getattr(attack.goal_function, "model", None)).__name__ == "FusionModelWrapper":
+        from ..adapters.textattack import prepare_attack  # keyed examples: confine the search to the text column
+
+        prepare_attack(attack)
     return attack

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import os
 import sys
 import time
+from pathlib import Path
 
 import nltk
 import pytest
@@ -231,3 +233,16 @@ def test_import_textattack_keeps_environment(fresh_process, sample_texts):
 def test_import_textattack_once(textattack_module):
     assert resources.import_textattack() is textattack_module is sys.modules["textattack"]
     assert str(resources.default_data_dir().resolve()) in nltk.data.path
+
+
+def test_plain_import_textattack_works_after_the_setup(tmp_path):
+    """The first line a TextAttack user writes, in the project's environment, offline, before our adapter."""
+    venv = Path(sys.prefix)
+    if not (venv / ".mmfusion-setup").is_file():
+        pytest.skip("not the environment scripts/setup.sh made")
+    link = venv / "share" / "nltk_data"
+    assert (link / "corpora" / "stopwords" / "english").is_file(), f"{link} does not expose the prepared nltk data"
+    env = {k: v for k, v in os.environ.items() if k not in ("NLTK_DATA", "PYTHONPATH")}
+    r = subprocess.run([sys.executable, "-c", "import textattack; print('imported')"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "imported" in r.stdout, r.stderr[-2000:]
