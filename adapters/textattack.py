@@ -434,7 +434,11 @@ class FusionDataset(textattack.datasets.Dataset):
         self.skipped = {i: "longer than the model reads" for i in sorted(self.too_long)}
         for i in range(len(self)):
             text = self._dataset[i][0][0]
-            if i not in self.skipped and words and _only_stopwords(text, words):
+            if i in self.skipped:
+                continue
+            if not textattack.shared.AttackedText(text).words:
+                self.skipped[i] = "no words: nothing a word-level attack can change"
+            elif words and _only_stopwords(text, words):
                 self.skipped[i] = "only stopwords: no word the attack may change"
         self._skip_by_content = {tuple(self._dataset[i][0]): r for i, r in self.skipped.items()}
         if self.skipped:
@@ -582,8 +586,15 @@ class _SkippingAttack:
         reason = self._dataset.skip_reason(example)
         if reason is None:
             return self._attack.attack(example, ground_truth_output)
+        from textattack.goal_function_results import GoalFunctionResultStatus
+
+        goal = self._attack.goal_function
         self._attack.clear_cache()
-        result, _ = self._attack.goal_function.init_attack_example(example, ground_truth_output)
+        goal.initial_attacked_text, goal.ground_truth_output, goal.num_queries = example, ground_truth_output, 1
+        raw = goal._call_model([example])[0]  # scored on the clean example; no goal score (it may divide by words)
+        result = goal._goal_function_result_type()(
+            example, raw, goal._get_displayed_output(raw), GoalFunctionResultStatus.SKIPPED, 0.0, 1, ground_truth_output
+        )
         skipped = SkippedAttackResult(result)
         skipped.mmfusion_skip_reason = reason
         return skipped
@@ -659,7 +670,8 @@ def check_texts(
     column separator ``<SPLIT>`` raise :class:`TextInputError`; texts longer than the model's maximum
     (networks exposing ``count_tokens`` and ``max_text_tokens``) or than ``max_words`` words raise too, or
     with ``long_text="skip"`` are returned under ``"too-long"``; texts whose every word is a stopword the
-    attack protects are returned under ``"only-stopwords"`` (skipped rows are counted, not attacked)."""
+    attack protects under ``"only-stopwords"``, and texts with no word at all (symbols, emoji: TextAttack's
+    searches divide by the word count) under ``"no-words"`` (skipped rows are counted, not attacked)."""
     from textattack.shared import AttackedText
 
     for i, t in enumerate(texts):
@@ -672,7 +684,7 @@ def check_texts(
                 f"modality '{name}': row {i} contains {AttackedText.SPLIT_TOKEN!r}, TextAttack's column separator: "
                 "TextAttack would split the text there and crash (or edit the wrong column). Remove or escape it"
             )
-    out: dict[str, list[int]] = {"only-stopwords": [], "too-long": []}
+    out: dict[str, list[int]] = {"only-stopwords": [], "too-long": [], "no-words": []}
     long: dict[int, str] = {}
     if max_words is not None:
         for i, t in enumerate(texts):
@@ -698,10 +710,13 @@ def check_texts(
             "words runs for hours. Shorten them, raise the model's max_text_tokens or "
             "FusionModelWrapper(..., max_words=N), or skip them (FusionModelWrapper(..., long_text='skip'))"
         )
-    if stopwords:
-        for i, t in enumerate(texts):
-            if i not in long and _only_stopwords(t, stopwords):
-                out["only-stopwords"].append(i)
+    for i, t in enumerate(texts):
+        if i in long:
+            continue
+        if not AttackedText(t).words:
+            out["no-words"].append(i)
+        elif stopwords and _only_stopwords(t, stopwords):
+            out["only-stopwords"].append(i)
     return out
 
 
@@ -795,6 +810,7 @@ class TextAttackDriver(AttackDriver):
         n_words = torch.zeros(n, dtype=torch.long)
         status: list[str] = []
         skip_rows = {i: "skipped-too-long" for i in skipped["too-long"]}
+        skip_rows.update({i: "skipped-no-words" for i in skipped["no-words"] if i not in skip_rows})
         skip_rows.update({i: "skipped-only-stopwords" for i in skipped["only-stopwords"] if i not in skip_rows})
         for i in range(n):
             original = textattack.shared.AttackedText(OrderedDict([(text, work[text][i]), (KEY_COLUMN, keys[i])]))
@@ -826,6 +842,7 @@ class TextAttackDriver(AttackDriver):
                 result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)
         flags: list[str] = []
         for status_name, reason in (("skipped-only-stopwords", "only stopwords: no word the attack may change"),
+                                    ("skipped-no-words", "no words: nothing a word-level attack can change"),
                                     ("skipped-too-long", "longer than the model reads")):
             rows = sorted(i for i, s in skip_rows.items() if s == status_name)
             if rows:

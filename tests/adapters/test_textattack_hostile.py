@@ -312,7 +312,7 @@ def test_a_huge_report_on_a_model_without_a_token_limit_is_refused_in_millisecon
     res = run_attack(DeepWordBugGao2018.build(FusionModelWrapper(fusion, long_text="skip")), x, torch.ones(2, dtype=torch.long))
     assert res.extras["status"][0] == "skipped-too-long"
     wide = FusionModelWrapper(fusion, max_words=None)
-    assert ta_adapter.check_texts(fusion, x["text"], max_words=wide.max_words) == {"only-stopwords": [], "too-long": []}
+    assert ta_adapter.check_texts(fusion, x["text"], max_words=wide.max_words) == {"only-stopwords": [], "too-long": [], "no-words": []}
 
 
 # ---------------------------------------------------------------------- checkpoints
