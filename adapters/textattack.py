@@ -190,6 +190,7 @@ class FusionModelWrapper(ModelWrapper):
         self._features: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self._feature_stamp: tuple | None = None
         self._weights: torch.Tensor | None = None
+        self._held_modules: dict[int, torch.nn.Module] = {}  # modules that ran while encoding held features
         self.feature_cache_size = 1024
         #: rows and forward calls seen (for reports and tests)
         self.rows_queried = 0
@@ -326,19 +327,28 @@ class FusionModelWrapper(ModelWrapper):
 
     def _check_stamp(self) -> None:
         """Drop cached features when the model changed in any way since they were computed."""
+        if self._feature_stamp is None or not self._features:
+            return
         stamp = self._model_stamp()
         if stamp != self._feature_stamp:  # training, loading, writes through .data, buffer updates
             self._features.clear()
-            self._feature_stamp = stamp
+            self._held_modules.clear()
+            self._feature_stamp = None
 
     def _model_stamp(self) -> tuple:
-        """Identity, version and a content checksum of every parameter and buffer, and every module's mode.
-        Versions miss writes through ``.data``; the checksum catches every bit that changed: each tensor's
-        bits as int32, times fixed odd weights, summed modulo 2**32 (exact, so order and threads do not
-        matter; one pass over the weights per query batch, ~35 ms for MiniLM's 23M on one CPU thread)."""
+        """Identity and version of every parameter and buffer, every module's mode, and a content checksum of
+        the tensors the held features were computed from (the modules that ran in ``encode``, the network's
+        and the wrapper's own). Versions miss writes through ``.data``; the checksum catches every bit that
+        changed: each tensor's bits as int32, times fixed odd weights, summed modulo 2**32 (exact, so order
+        and threads do not matter; one pass over those weights per query batch)."""
         fusion = self.model
         tensors = [*fusion.parameters(), *fusion.buffers()]
-        words = [_as_int32(t) for t in tensors]
+        owners = [fusion, fusion.model, *self._held_modules.values()]
+        seen: dict[int, torch.Tensor] = {}
+        for module in owners:
+            for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                seen.setdefault(id(t), t)
+        words = [_as_int32(t) for t in seen.values()]
         size = max((w.numel() for w in words), default=0)
         device = fusion.device
         if self._weights is None or self._weights.numel() < size or self._weights.device != device:
@@ -357,9 +367,22 @@ class FusionModelWrapper(ModelWrapper):
             return self._features[key]
         held = self.held_for(key)
         device = self.model.device
-        feats = {
-            name: self.model.encode(name, v.to(device) if isinstance(v, torch.Tensor) else v) for name, v in held.items()
-        }
+        ran: dict[int, torch.nn.Module] = {}
+
+        def record(mod: torch.nn.Module, _: Any) -> None:  # a pre-hook's return value would replace the input
+            ran.setdefault(id(mod), mod)
+
+        hooks = [m.register_forward_pre_hook(record) for m in self.model.modules()]
+        try:
+            feats = {
+                name: self.model.encode(name, v.to(device) if isinstance(v, torch.Tensor) else v) for name, v in held.items()
+            }
+        finally:
+            for h in hooks:
+                h.remove()
+        if ran.keys() - self._held_modules.keys() or self._feature_stamp is None:
+            self._held_modules.update(ran)  # stamp the weights these features came from, before anything else runs
+            self._feature_stamp = self._model_stamp()
         self._features[key] = feats
         while len(self._features) > self.feature_cache_size:
             self._features.popitem(last=False)

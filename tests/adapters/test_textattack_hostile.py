@@ -170,13 +170,17 @@ def replace_parameter(f):
     f.model.image_proj.weight = nn.Parameter(f.model.image_proj.weight.detach() + 1.0)
 
 
+def replace_module(f):
+    f.model.image_proj = nn.Linear(4, 3)
+
+
 def train_switch(f):
     f.model.train()
 
 
 @pytest.mark.parametrize(
     "change",
-    [write_data, write_data_element, write_permuted, load_state, optimiser_step, running_stats, buffer_data, replace_parameter, train_switch],
+    [write_data, write_data_element, write_permuted, load_state, optimiser_step, running_stats, buffer_data, replace_parameter, replace_module, train_switch],
 )
 def test_cached_features_equal_the_full_forward_after_every_kind_of_change(change):
     fusion = FusionModel(Towers(), [IMAGE, "text"], num_classes=2).eval()
