@@ -623,6 +623,8 @@ class _SkippingAttack:
         return skipped
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_attack", "_dataset"):  # unpickling: not set yet
+            raise AttributeError(name)
         return getattr(self._attack, name)
 
     def __repr__(self) -> str:

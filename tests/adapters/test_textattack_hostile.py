@@ -398,3 +398,15 @@ def test_build_text_attack_lists_the_valid_goal_function_types():
                                perturbation_type="invisible", target_class=0, popsize=4, maxiter=2)
     res = run_attack(attack, batch(1), torch.ones(1, dtype=torch.long))
     assert res.targets.tolist() == [0]
+
+
+def test_the_attackers_view_of_the_attack_pickles():
+    import pickle
+
+    fusion = probe_model()
+    wrapper = FusionModelWrapper(fusion)
+    attack = DeepWordBugGao2018.build(wrapper)
+    attacker = textattack.Attacker(attack, wrapper.dataset(batch(2), [1, 1]), attacker_args())
+    clone = pickle.loads(pickle.dumps(attacker.attack))
+    result = clone.attack(clone._dataset[0][0], 1)
+    assert type(result).__name__ == "SuccessfulAttackResult"
