@@ -1,0 +1,208 @@
+"""Joint attacks: several modalities of one fusion model attacked by real toolkit attacks, composed.
+
+Orchestrations (``JointAttack(..., orchestration=...)``):
+
+* ``"sequential"``: each step attacks its modalities with the others held at their CURRENT adversarial
+  state (step 2 sees step 1's adversarial image, not the clean one), in plan order or ``order=``;
+* ``"alternating"``: ``rounds`` passes of the sequence (image given the current text, text given the
+  current image, ...), as Co-Attack / SGA do for fixed vision-language models;
+
+tensor modalities that share a recipe always run as ONE toolkit attack on a multi-modality surface
+with per-modality budgets (gradient-joint; :func:`~mmfusion_attacks.joint.plan.build_steps`).
+
+Budgets hold against the CLEAN example: a step starts its own modalities from their clean values (the
+other modalities at their current state), so a modality attacked in every round is never more than its
+budget away from the clean input, however many rounds run. With ``stop_at_success`` (default) an
+example leaves the attack at the first step that fools the model and keeps that adversarial.
+
+Every step is :func:`~mmfusion_attacks.runner.run_attack` (or ``perturb_text`` for augmenters): the
+frozen-modality guarantee, pairing and input checks of each toolkit's adapter apply inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import InputError, InvariantViolationError, UnsupportedAttackError
+from ..fusion import FusionModel
+from ..metrics import perturbation_norms
+from ..runner import AdversarialBatch, clean_forward, run_attack
+from ..surface import frozen_model_state
+from .plan import JointStep, ModalityAttack, build_steps
+
+__all__ = ["JointAttack", "ORCHESTRATIONS"]
+
+ORCHESTRATIONS = ("sequential", "alternating")
+
+
+def _take(inputs: Mapping[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    idx = rows.tolist()
+    return {k: (v[rows.to(v.device)] if isinstance(v, torch.Tensor) else [v[i] for i in idx]) for k, v in inputs.items()}
+
+
+def _put(current: dict[str, Any], name: str, rows: torch.Tensor, values: Any) -> None:
+    if isinstance(current[name], torch.Tensor):
+        current[name][rows.to(current[name].device)] = values.to(current[name].device, current[name].dtype)
+    else:
+        for j, i in enumerate(rows.tolist()):
+            current[name][i] = values[j]
+
+
+class JointAttack:
+    """Attack several modalities of ``fusion`` with the plan's toolkit attacks, composed.
+
+    ``atk = JointAttack(fusion, [ModalityAttack("image", "pgd", 8/255), ModalityAttack("text", "deepwordbug", 200)])``
+    then ``atk(inputs, labels)`` returns an :class:`AdversarialBatch` over every planned modality, with
+    per example ``extras["succeeded_at"]`` (the label of the step whose output first fooled the model,
+    ``"clean"`` when the clean input already was wrong, None when nothing did), ``extras["queries"]``
+    (TextAttack queries) and ``norms`` measured against the clean input (tensors: ``linf`` / ``l2``;
+    text: ``words_changed`` / ``fraction_changed``)."""
+
+    def __init__(
+        self,
+        fusion: FusionModel,
+        plan: Sequence[ModalityAttack],
+        *,
+        orchestration: str = "sequential",
+        rounds: int = 1,
+        order: Sequence[str] | None = None,
+        stop_at_success: bool = True,
+    ) -> None:
+        if not isinstance(fusion, FusionModel):
+            raise TypeError(f"JointAttack needs a FusionModel, got {type(fusion).__name__}")
+        if orchestration not in ORCHESTRATIONS:
+            raise ValueError(f"orchestration must be one of {ORCHESTRATIONS}, got {orchestration!r}")
+        if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+            raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+        if orchestration == "sequential" and rounds != 1:
+            raise ValueError("rounds > 1 is the 'alternating' orchestration")
+        if fusion.task != "classification":
+            raise UnsupportedAttackError(f"joint attacks score success per example: the model is {fusion.task}")
+        self.fusion = fusion
+        self.plan = tuple(plan)
+        self.orchestration = orchestration
+        self.rounds = rounds
+        self.stop_at_success = stop_at_success
+        self.steps: list[JointStep] = build_steps(fusion, self.plan, order=order)
+
+    @property
+    def attacked(self) -> tuple[str, ...]:
+        return tuple(e.modality for e in self.plan)
+
+    @property
+    def name(self) -> str:
+        inner = " -> ".join(s.label for s in self.steps)
+        return f"{self.orchestration}[{inner}]" + (f" x{self.rounds}" if self.rounds > 1 else "")
+
+    def __repr__(self) -> str:
+        return f"JointAttack({self.name})"
+
+    def __call__(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
+        return self.run(inputs, labels)
+
+    def run(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
+        fusion = self.fusion
+        n = fusion.validate_inputs(inputs)
+        if n == 0:
+            raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
+        clean = clean_forward(fusion, inputs)
+        logits = clean.logits
+        clean_pred = logits.argmax(1)
+        from ..runner import _as_class_ids  # noqa: PLC0415  (one label parser for every entry point)
+
+        if labels is None:
+            used, source = clean_pred.clone(), "clean-prediction"
+        else:
+            used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
+        current: dict[str, Any] = {
+            k: (v.detach().clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()
+        }
+        success = (clean_pred != used).cpu()
+        succeeded_at: list[str | None] = ["clean" if bool(s) else None for s in success]
+        queries = torch.zeros(n, dtype=torch.long)
+        flags: list[str] = []
+        budget: dict[str, Any] = {e.modality: None for e in self.plan}
+        for r in range(self.rounds):
+            for step in self.steps:
+                rows = torch.arange(n)[~success] if self.stop_at_success else torch.arange(n)
+                if len(rows) == 0:
+                    break
+                sub = _take(current, rows)
+                for m in step.modalities:  # the step's own modalities start clean: its budget holds vs the clean input
+                    sub[m] = _take({m: inputs[m]}, rows)[m]
+                result = self._run_step(step, sub, used[rows.to(used.device)])
+                for m in step.modalities:
+                    _put(current, m, rows, result.inputs[m])
+                for name in sub:
+                    if name not in step.modalities:
+                        same = torch.equal(result.inputs[name], sub[name]) if isinstance(sub[name], torch.Tensor) else result.inputs[name] == sub[name]
+                        if not same:
+                            raise InvariantViolationError(f"step {step.label} changed '{name}', which it does not attack")
+                for m in step.modalities:
+                    if budget[m] is None and result.budget.get(m) is not None:
+                        budget[m] = result.budget[m]  # (norm, eps) in the modality's units, as the driver read it
+                if "queries" in result.extras:
+                    queries[rows] += result.extras["queries"].cpu()
+                flags.extend(f"{step.label}: {f}" for f in result.flags)
+                hit = result.success.cpu()
+                for j, i in enumerate(rows.tolist()):
+                    if bool(hit[j]) and not bool(success[i]):
+                        success[i] = True
+                        succeeded_at[i] = step.label + (f" (round {r + 1})" if self.rounds > 1 else "")
+        with frozen_model_state(fusion), torch.no_grad():
+            adv_logits = fusion(current)
+        adv_pred = adv_logits.argmax(1)
+        final = (adv_pred != used).cpu()
+        if self.stop_at_success and bool((success & ~final & (clean_pred == used).cpu()).any()):
+            # a later step never runs on a fooled row, so this is a model that changes between calls
+            flags.append("unstable: rows fooled by a step are not fooled by the final batch (a stochastic model?)")
+        norms: dict[str, dict[str, torch.Tensor]] = {}
+        for entry in self.plan:
+            m = entry.modality
+            if isinstance(inputs[m], torch.Tensor):
+                norms[m] = perturbation_norms(inputs[m].detach(), current[m])
+            else:
+                from ..adapters.textattack import words_changed
+
+                changed = torch.tensor([words_changed(a, b) for a, b in zip(inputs[m], current[m])], dtype=torch.long)
+                import textattack
+
+                words = torch.tensor([len(textattack.shared.AttackedText(t).words) for t in inputs[m]], dtype=torch.long)
+                norms[m] = {"words_changed": changed, "fraction_changed": changed.float() / words.clamp_min(1).float()}
+        for name in inputs:
+            if name not in self.attacked:
+                same = torch.equal(current[name], inputs[name]) if isinstance(inputs[name], torch.Tensor) else current[name] == list(inputs[name])
+                if not same:
+                    raise InvariantViolationError(f"modality '{name}' is not attacked but changed")
+        return AdversarialBatch(
+            inputs=current,
+            attacked=self.attacked,
+            labels=used,
+            labels_source=source,
+            targets=None,
+            clean_pred=clean_pred,
+            adv_pred=adv_pred,
+            score=final.float(),
+            success=final,
+            norms=norms,
+            batching="joint",
+            toolkit="joint",
+            attack_name=self.name,
+            budget=budget,
+            flags=list(dict.fromkeys(flags)),
+            extras={"succeeded_at": succeeded_at, "queries": queries, "steps": [s.label for s in self.steps]},
+        )
+
+    def _run_step(self, step: JointStep, inputs: dict[str, Any], labels: torch.Tensor) -> AdversarialBatch:
+        if step.kind == "text-augment":
+            from ..adapters.textattack import perturb_text
+
+            return perturb_text(step.attack, self.fusion, inputs, labels, text=step.modalities[0])
+        if step.kind == "text-attack":
+            import textattack
+
+            textattack.shared.utils.set_seed(step.entries[0].seed)  # recipes draw random edits
+        return run_attack(step.attack, inputs, labels)

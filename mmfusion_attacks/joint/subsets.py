@@ -1,0 +1,173 @@
+"""The worst case over modality subsets: which subset of the attacked modalities breaks each example.
+
+Every non-empty subset of the planned modalities (2^k - 1, or the ``subsets`` given) is attacked with
+the same per-modality plan entries (equal budgets), each by its own :class:`JointAttack`. A superset is
+never reported weaker than its subsets: per example, the result for a set is the best of its own run
+and of every subset's, and every cell where the optimiser alone did worse than a subset is listed in
+:attr:`SubsetReport.weaker` (a finding about the optimiser, not an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Any
+
+import torch
+
+from ..errors import EmptySubsetError, UnknownModalityError
+from ..fusion import FusionModel
+from ..runner import AdversarialBatch, clean_forward
+from .attack import JointAttack
+from .plan import ModalityAttack, check_plan
+
+__all__ = ["SubsetReport", "worst_case_over_subsets", "all_subsets"]
+
+Subset = tuple[str, ...]
+
+
+def all_subsets(names: Sequence[str]) -> list[Subset]:
+    """Every non-empty subset of ``names``, smallest first, each in ``names`` order."""
+    return [c for k in range(1, len(names) + 1) for c in combinations(tuple(names), k)]
+
+
+@dataclass
+class SubsetReport:
+    """Per subset: its own run (``own``), the per-example success after taking the best of its subsets
+    (``success``), the rows where its own run was weaker than a subset (``weaker``)."""
+
+    subsets: list[Subset]
+    labels: torch.Tensor
+    clean_pred: torch.Tensor
+    own: dict[Subset, AdversarialBatch]
+    success: dict[Subset, torch.Tensor]
+    source: dict[Subset, list[Subset | None]]  # per example: which subset's adversarial the best result is
+    weaker: dict[Subset, list[int]] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def clean_correct(self) -> torch.Tensor:
+        return (self.clean_pred == self.labels).cpu()
+
+    def broken(self) -> torch.Tensor:
+        """Per example: whether any subset broke it (or it was wrong on clean inputs)."""
+        out = ~self.clean_correct
+        for s in self.subsets:
+            out |= self.success[s]
+        return out
+
+    def smallest(self) -> list[Subset | None]:
+        """Per example: the smallest subset whose own run fooled the model (``()`` when the clean input
+        already was wrong; None when no subset did)."""
+        out: list[Subset | None] = []
+        for i in range(len(self.labels)):
+            if not bool(self.clean_correct[i]):
+                out.append(())
+                continue
+            hit = [s for s in self.subsets if bool(self.own[s].success[i])]
+            out.append(min(hit, key=len) if hit else None)
+        return out
+
+    def adversarial(self, subset: Subset, i: int) -> dict[str, Any]:
+        """Example ``i``'s best adversarial for ``subset`` (from its own run or the subset that broke it)."""
+        src = self.source[subset][i] or subset
+        return {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else [v[i]]) for k, v in self.own[src].inputs.items()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per subset: robust accuracy (right after the best attack), success rate among examples
+        right on clean inputs, the own run's success rate, and how many rows the optimiser lost to a subset."""
+        n = len(self.labels)
+        right = self.clean_correct
+        out = []
+        for s in self.subsets:
+            own = self.own[s].success.cpu() & right
+            best = self.success[s] & right
+            row: dict[str, Any] = {
+                "subset": "+".join(s),
+                "size": len(s),
+                "clean_accuracy": float(right.float().mean()),
+                "robust_accuracy": float((right & ~best).float().sum() / n),
+                "success_rate": float(best.float().sum() / max(int(right.sum()), 1)),
+                "own_success_rate": float(own.float().sum() / max(int(right.sum()), 1)),
+                "weaker_than_a_subset": len(self.weaker.get(s, [])),
+                "queries_per_example": float(self.own[s].extras.get("queries", torch.zeros(1)).float().mean()),
+                "attack": self.own[s].attack_name,
+            }
+            for name, norms in self.own[s].norms.items():
+                for kind, values in norms.items():
+                    row[f"{name}_{kind}_mean"] = float(values.double().mean())
+            out.append(row)
+        return out
+
+
+def worst_case_over_subsets(
+    fusion: FusionModel,
+    plan: Sequence[ModalityAttack],
+    inputs: Mapping[str, Any],
+    labels: Any = None,
+    *,
+    subsets: Sequence[Sequence[str]] | None = None,
+    orchestration: str = "sequential",
+    rounds: int = 1,
+    order: Sequence[str] | None = None,
+    stop_at_success: bool = True,
+) -> SubsetReport:
+    """Attack every subset of the plan's modalities and report, per example, whether any subset broke it
+    and the smallest that did; a superset is never weaker than its subsets (see the module docstring).
+    Every subset's attack is built (and so checked) before any runs."""
+    check_plan(fusion, plan)
+    names = [e.modality for e in plan]
+    if subsets is None:
+        wanted = all_subsets(names)
+    else:
+        wanted = []
+        for s in subsets:
+            s = tuple(s)
+            if not s:
+                raise EmptySubsetError("a subset to attack must name at least one modality")
+            unknown = [m for m in s if m not in names]
+            if unknown:
+                raise UnknownModalityError(
+                    f"subset {list(s)} names {unknown}, which the plan does not attack (planned: {names}; model: {fusion.names})"
+                )
+            wanted.append(tuple(m for m in names if m in s))
+        wanted = sorted(dict.fromkeys(wanted), key=len)
+    attacks = {
+        s: JointAttack(
+            fusion,
+            [e for e in plan if e.modality in s],
+            orchestration=orchestration,
+            rounds=rounds,
+            order=[m for m in order if m in s] if order is not None else None,
+            stop_at_success=stop_at_success,
+        )
+        for s in wanted
+    }
+    from ..runner import _as_class_ids  # noqa: PLC0415
+
+    clean = clean_forward(fusion, inputs)
+    clean_pred = clean.logits.argmax(1)
+    used = clean_pred.clone() if labels is None else _as_class_ids(labels, fusion, clean.logits, "labels")
+    own = {s: attacks[s](inputs, used) for s in wanted}
+    success: dict[Subset, torch.Tensor] = {}
+    source: dict[Subset, list[Subset | None]] = {}
+    weaker: dict[Subset, list[int]] = {}
+    for s in wanted:  # smallest first: every proper subset is already final
+        mine = own[s].success.cpu().clone()
+        src: list[Subset | None] = [None] * len(mine)
+        lost = []
+        for t in wanted:
+            if len(t) < len(s) and set(t) < set(s):
+                for i in (success[t] & ~mine).nonzero().flatten().tolist():
+                    mine[i] = True
+                    src[i] = source[t][i] or t
+                    lost.append(i)
+        success[s], source[s] = mine, src
+        if lost:
+            weaker[s] = sorted(set(lost))
+    flags = [
+        f"optimiser-weaker: {'+'.join(s)}'s own run missed rows {rows[:10]} that a subset broke (taken from the subset)"
+        for s, rows in weaker.items()
+    ]
+    return SubsetReport(wanted, used, clean_pred, own, success, source, weaker, flags)

@@ -1,0 +1,181 @@
+"""Joint attacks and the worst case over modality subsets, on models built so the answers are known."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmfusion_attacks import FusionModel, Modality
+from mmfusion_attacks.errors import EmptySubsetError, UnknownModalityError, UnsupportedAttackError
+from mmfusion_attacks.joint import JointAttack, ModalityAttack, worst_case_over_subsets
+
+pytest.importorskip("mmfusion_attacks.adapters.textattack")
+
+IMAGE = Modality("image", "image", 1, valid_range=(0.0, 1.0)).replace(eps=0.1)
+#: a spectrogram (1, frequency, time) in [-1, 1]: the third modality
+AUDIO = Modality("audio", "image", 1, valid_range=(-1.0, 1.0), description="spectrogram").replace(eps=0.1)
+
+
+class ThreeWay(nn.Module):
+    """s = -2.5 + 6 mean(image) + 0.5 [an alarm word] + 3 mean(audio); logits (-s, s).
+
+    Clean (image mean 0.5, an alarm word, silent audio): s = 1.0. Within the budgets image alone lowers s
+    by 0.6, the text by 0.5 (removing the alarm word), the audio by 0.3: only image + text (1.1) or all
+    three (1.4) flip it. Records the image mean of every row scored with a text query."""
+
+    ALARM = ("alarm", "danger")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[float, str]] = []
+
+    def forward(self, image, text, audio):
+        img = image.flatten(1).mean(1)
+        words = torch.tensor([0.5 if any(w in self.ALARM for w in t.lower().split()) else 0.0 for t in text])
+        s = -2.5 + 6 * img + words + 3 * audio.flatten(1).mean(1) + self.dummy
+        self.seen.extend(zip(img.tolist(), text))
+        return torch.stack([-s, s], 1)
+
+
+def three_way() -> FusionModel:
+    return FusionModel(ThreeWay(), [IMAGE, "text", AUDIO], num_classes=2).eval()
+
+
+def three_batch(n: int = 3) -> dict:
+    return {
+        "image": torch.full((n, 1, 4, 8), 0.5),
+        "text": ["the scan shows an alarm sign today"] * n,
+        "audio": torch.zeros(n, 1, 4, 8),
+    }
+
+
+PLAN = [
+    ModalityAttack("image", "pgd", 0.1, steps=5),
+    ModalityAttack("text", "deepwordbug", 200),
+    ModalityAttack("audio", "pgd", 0.1, steps=5),
+]
+
+
+def test_only_image_and_text_together_break_it_and_the_report_says_so():
+    fusion = three_way()
+    x = three_batch()
+    report = worst_case_over_subsets(fusion, PLAN, x, torch.ones(3, dtype=torch.long))
+    by = {r["subset"]: r for r in report.rows()}
+    for single in ("image", "text", "audio", "image+audio", "text+audio"):
+        assert by[single]["success_rate"] == 0.0, (single, by[single])
+    assert by["image+text"]["success_rate"] == 1.0 and by["image+text+audio"]["success_rate"] == 1.0
+    assert report.smallest() == [("image", "text")] * 3
+    assert bool(report.broken().all())
+    assert by["image+text"]["robust_accuracy"] == 0.0 and by["image"]["robust_accuracy"] == 1.0
+    assert len(report.subsets) == 7
+
+
+def test_sequential_second_step_sees_the_first_steps_adversarial_image_and_holds_the_rest():
+    fusion = three_way()
+    x = three_batch(2)
+    before = {k: (v.clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in x.items()}
+    atk = JointAttack(fusion, PLAN[:2])  # image, then text
+    fusion.model.seen.clear()
+    res = atk(x, torch.ones(2, dtype=torch.long))
+    # every query that carried a perturbed text carried the adversarial image (mean 0.4), never the clean one
+    text_queries = [(m, t) for m, t in fusion.model.seen if t != before["text"][0]]
+    assert text_queries and all(abs(m - 0.4) < 1e-5 for m, _ in text_queries)
+    assert res.success.all() and res.extras["succeeded_at"] == ["DEEPWORDBUG 200 on text"] * 2
+    assert torch.equal(res.inputs["audio"], x["audio"])  # not planned: bit-identical
+    assert torch.equal(x["image"], before["image"]) and x["text"] == before["text"]  # caller data untouched
+    assert float(res.norms["image"]["linf"].max()) <= 0.1 + 1e-6
+    assert (res.norms["text"]["words_changed"] >= 1).all()
+    assert res.budget["image"][1] == pytest.approx(0.1) and res.attacked == ("image", "text")
+
+
+def test_alternating_rounds_keep_each_budget_against_the_clean_input():
+    fusion = three_way()
+    plan = [ModalityAttack("image", "pgd", 0.05, steps=5), ModalityAttack("audio", "fgsm", 0.05, toolkit="torchattacks")]
+    atk = JointAttack(fusion, plan, orchestration="alternating", rounds=3, order=["audio", "image"])
+    res = atk(three_batch(2), torch.ones(2, dtype=torch.long))
+    assert float(res.norms["image"]["linf"].max()) <= 0.05 + 1e-6
+    assert float(res.norms["audio"]["linf"].max()) <= 0.05 + 1e-6
+    assert not res.success.any()  # 0.3 + 0.15 < 1.0 whatever the rounds
+    assert len(atk.steps) == 2
+
+
+def test_tensor_modalities_sharing_a_recipe_run_as_one_gradient_joint_attack():
+    fusion = three_way()
+    atk = JointAttack(fusion, [PLAN[0], PLAN[2]])
+    assert len(atk.steps) == 1 and atk.steps[0].modalities == ("image", "audio")
+    res = atk(three_batch(2), torch.ones(2, dtype=torch.long))
+    assert float(res.norms["image"]["linf"].max()) == pytest.approx(0.1, abs=1e-6)
+    assert float(res.norms["audio"]["linf"].max()) == pytest.approx(0.1, abs=1e-6)
+    assert res.inputs["text"] == three_batch(2)["text"]
+
+
+class Interaction(nn.Module):
+    """s = -2.6 + 6 m_img + 20 m_aud (m_img - 0.5): FGSM on the image alone flips it (s = -0.08); FGSM on
+    image + audio at once moves the audio along its clean gradient, which the image step then turns
+    against it (s = +0.08): the raw optimiser is weaker on the superset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, image, audio):
+        m_img, m_aud = image.flatten(1).mean(1), audio.flatten(1).mean(1)
+        s = -2.6 + 6 * m_img + 20 * m_aud * (m_img - 0.5) + self.dummy
+        return torch.stack([-s, s], 1)
+
+
+def test_a_superset_is_never_weaker_than_its_subsets_and_the_optimiser_finding_is_flagged():
+    fusion = FusionModel(Interaction(), [IMAGE, AUDIO], num_classes=2).eval()
+    x = {"image": torch.full((2, 1, 4, 8), 0.52), "audio": torch.zeros(2, 1, 4, 8)}
+    plan = [ModalityAttack("image", "fgsm", 0.1), ModalityAttack("audio", "fgsm", 0.1)]
+    report = worst_case_over_subsets(fusion, plan, x, torch.ones(2, dtype=torch.long))
+    both = ("image", "audio")
+    assert bool(report.own[("image",)].success.all()) and not bool(report.own[both].success.any())
+    assert bool(report.success[both].all())  # taken from the image-only run
+    assert report.weaker[both] == [0, 1] and report.source[both] == [("image",), ("image",)]
+    assert any(f.startswith("optimiser-weaker: image+audio") for f in report.flags)
+    adv = report.adversarial(both, 0)
+    assert fusion.predict(adv).item() == 0
+
+
+def test_monotone_on_a_random_model():
+    torch.manual_seed(0)
+
+    class Random(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(32, 3), nn.Linear(32, 3)
+
+        def forward(self, image, audio):
+            return torch.tanh(self.a(image.flatten(1))) * 3 + self.b(audio.flatten(1)) * torch.sigmoid(self.a(image.flatten(1)))
+
+    fusion = FusionModel(Random(), [IMAGE, AUDIO], num_classes=3).eval()
+    g = torch.Generator().manual_seed(1)
+    x = {"image": torch.rand(16, 1, 4, 8, generator=g), "audio": torch.rand(16, 1, 4, 8, generator=g) * 2 - 1}
+    report = worst_case_over_subsets(fusion, [ModalityAttack("image", "pgd", 0.05, steps=3), ModalityAttack("audio", "fgsm", 0.05)], x)
+    for s in report.subsets:
+        for t in report.subsets:
+            if set(s) < set(t):
+                assert bool((report.success[s] <= report.success[t]).all())
+
+
+def test_clear_errors_before_any_work():
+    fusion = three_way()
+    fusion.model.seen.clear()
+    with pytest.raises(UnsupportedAttackError, match="'text' is text: 'jsma' is a tensor attack"):
+        JointAttack(fusion, [ModalityAttack("text", "jsma")])
+    with pytest.raises(UnsupportedAttackError, match="'deepwordbug' is a text attack"):
+        JointAttack(fusion, [ModalityAttack("image", "deepwordbug")])
+    with pytest.raises(UnknownModalityError, match="'depth', which this model does not have"):
+        JointAttack(fusion, [ModalityAttack("depth", "pgd", 0.1)])
+    with pytest.raises(UnknownModalityError, match=r"names \['depth'\]"):
+        worst_case_over_subsets(fusion, PLAN, three_batch(), subsets=[("image", "depth")])
+    with pytest.raises(EmptySubsetError):
+        worst_case_over_subsets(fusion, PLAN, three_batch(), subsets=[()])
+    with pytest.raises(ValueError, match="appears twice"):
+        JointAttack(fusion, [PLAN[0], PLAN[0]])
+    with pytest.raises(ValueError, match="rounds"):
+        JointAttack(fusion, PLAN, rounds=0)
+    assert not fusion.model.seen
