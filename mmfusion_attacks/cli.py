@@ -8,6 +8,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from .harness.options import count, number
+
 
 def _device(name: str) -> str:
     import torch
@@ -25,13 +27,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="attack RGB / IR / both of a small RGB-T segmenter on SYNTHETIC scenes")
     demo.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
     demo.add_argument("--attacks", nargs="+", default=["fgsm", "pgd"])
-    demo.add_argument("--eps", nargs="+", type=float, default=[4, 8, 16], help="Linf budgets on the 0-255 scale")
-    demo.add_argument("--steps", type=int, default=10, help="PGD iterations")
-    demo.add_argument("--n-eval", type=int, default=32, help="number of synthetic test scenes")
-    demo.add_argument("--batch-size", type=int, default=16)
-    demo.add_argument("--train-steps", type=int, default=300)
+    demo.add_argument("--eps", nargs="+", type=number(0, 255, unit="on the 0-255 scale"), default=[4, 8, 16],
+                      help="Linf budgets on the 0-255 scale")
+    demo.add_argument("--steps", type=count(1), default=10, help="PGD iterations")
+    demo.add_argument("--n-eval", type=count(1), default=32, help="number of synthetic test scenes")
+    demo.add_argument("--batch-size", type=count(1), default=16)
+    demo.add_argument("--train-steps", type=count(1), default=300)
     demo.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     demo.add_argument("--out", default=None, help="folder for demo.json and demo.txt")
     text_res = sub.add_parser(
         "text-resources",
@@ -50,12 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["rgbt"]:
         from .harness.rgbt import main as rgbt_main
 
-        rgbt_main(argv[1:])
+        rgbt_main(argv[1:], prog="mmfusion-attacks rgbt")
         return 0
     if argv[:1] == ["vl"]:
         from .harness.vl import main as vl_main
 
-        vl_main(argv[1:])
+        vl_main(argv[1:], prog="mmfusion-attacks vl")
         return 0
     if argv[:1] == ["defences"]:
         from .harness.defences import main as defences_main
@@ -75,6 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         from .demo import format_table, run_demo, save
+        from .harness.options import device_problem, duplicates, out_dir_problem
+        from .recipes import list_recipes
+
+        recipes = set(list_recipes())
+        problems = [f"argument --attacks: no attack recipe {a!r} for toolkit {args.toolkit!r}" for a in args.attacks
+                    if (a.lower(), args.toolkit) not in recipes]
+        problems += [m for m in (
+            duplicates(args.attacks, "--attacks", key=str.lower, what="attack"),
+            duplicates(args.eps, "--eps", key=lambda e: f"{e:g}/255", what="budget"),
+            device_problem(args.device, allow_auto=True),
+            out_dir_problem(args.out) if args.out else None,
+        ) if m]
+        if problems:  # before the model trains
+            demo.error("; ".join(problems))
 
         result = run_demo(
             toolkit=args.toolkit,

@@ -189,6 +189,7 @@ class MFDataset(Dataset):
 
     def _check_headers(self) -> None:
         problems = []
+        self._frame_sizes: dict[str, tuple[int, int]] = {}
         for name in self.names:
             image_path, label_path = self._path("images", name), self._path("labels", name)
             try:
@@ -201,6 +202,7 @@ class MFDataset(Dataset):
             except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
                 problems.append(f"{name}: cannot read the PNG header of {reading} ({exc})")
                 continue
+            self._frame_sizes[name] = (image_size[1], image_size[0])
             if image_mode != "RGBA":
                 problems.append(
                     f"MF image '{name}' ({image_path}) must be HxWx4 uint8 (RGB + thermal; PIL mode RGBA), got PIL mode {image_mode}"
@@ -214,6 +216,21 @@ class MFDataset(Dataset):
         if problems:
             raise ValueError(f"MF {self.split}: {len(problems)} problem(s) in the frames: " + "; ".join(problems[:_SHOWN])
                              + (f"; ... ({len(problems) - _SHOWN} more)" if len(problems) > _SHOWN else ""))
+
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of every item: ``size`` when given, else the frames' own size, which must be the same for
+        all of them (batches of different sizes cannot be stacked); ValueError naming the sizes otherwise."""
+        if self.size:
+            return self.size
+        sizes = getattr(self, "_frame_sizes", None)
+        if sizes is None:  # validate="files": read the headers now
+            self._check_headers()
+            sizes = self._frame_sizes
+        distinct = sorted(set(sizes.values()))
+        if len(distinct) > 1:
+            examples = [f"{name} {h}x{w}" for size in distinct for name, (h, w) in list(sizes.items()) if (h, w) == size][:_SHOWN]
+            raise ValueError(f"MF {self.split}: the frames differ in size ({', '.join(examples)}); pass size=(H, W) to resize them")
+        return distinct[0]
 
     # -- reading ---------------------------------------------------------------------------------
 

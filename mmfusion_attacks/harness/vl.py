@@ -28,9 +28,10 @@ import torch
 from ..data import create_dataset
 from ..fusion import FusionModel
 from .grid import ComboCell, GridSpec, Step, run_grid
+from .options import count, device_problem, duplicates, number, out_dir_problem, resolve_device
 from .report import save_rows
 
-__all__ = ["main", "study_cells", "MODELS", "IMAGES", "measure_feature_cache"]
+__all__ = ["main", "build_parser", "option_problems", "study_cells", "MODELS", "IMAGES", "measure_feature_cache"]
 
 MODELS = {"vision": "vl-vision", "language": "vl-language", "early fusion": "vl-early-fusion", "late fusion": "vl-late-fusion"}
 IMAGES = ("frontal", "lateral")
@@ -75,6 +76,8 @@ def study_cells(
 
 
 def _batches(batch: dict[str, Any], labels: torch.Tensor, size: int):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"batch size must be a positive int, got {size!r}")
     n = len(labels)
     for start in range(0, n, size):
         yield {k: v[start : start + size] for k, v in batch.items()}, labels[start : start + size]
@@ -84,35 +87,37 @@ def _models(args: argparse.Namespace, train_set: Any) -> dict[str, FusionModel]:
     from ..models.vl_training import vl_synthetic_default
 
     out = {}
+    if args.data is not None:
+        # what the models are keyed by: the training data's content, not its path (set on args for the meta)
+        args.train_fingerprint = train_set.fingerprint(image_contents=args.hash_images)
     for label, arch in MODELS.items():
         if args.data is None:
             out[label] = vl_synthetic_default(arch, image_size=args.image_size, seed=args.seed, device=args.device, progress=not args.quiet)
         else:
-            out[label] = _train_on(arch, train_set, args)
+            out[label] = _train_on(arch, train_set, args, args.train_fingerprint)
     return out
 
 
-def _train_on(arch: str, train_set: Any, args: argparse.Namespace) -> FusionModel:
-    """A model trained on a real dataset's train split with the embedded default's network and recipe
-    (cached by the folder, split size and seed)."""
-    import hashlib
-
+def _train_on(arch: str, train_set: Any, args: argparse.Namespace, fingerprint: str) -> FusionModel:
+    """A model trained on a real dataset's train split with the embedded default's network and recipe,
+    cached by the data's ``fingerprint`` (labels, reports, images), the network, the recipe and the seed:
+    relabelled or edited data is trained on afresh, never served the models of the old data."""
     from ..models import create_model
-    from ..models.vl_training import SYNTHETIC_CONFIGS, SYNTHETIC_RECIPES, train_classifier
+    from ..models.vl_training import SYNTHETIC_CONFIGS, SYNTHETIC_RECIPES, _load_state, _rebuilt_prefixes, _save_state, data_cache_name, train_classifier
     from ..zoo import cache_dir
 
-    key = hashlib.sha256(f"{Path(args.data).resolve()}|{len(train_set)}|{args.image_size}|{args.seed}|{arch}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"{arch}-iu-xray-{key}.pt"
+    path = cache_dir() / data_cache_name(arch, "iu-xray", fingerprint, args.seed)
+    torch.manual_seed(args.seed)  # the initial weights do not depend on which models were built before
     fusion = create_model(arch, **SYNTHETIC_CONFIGS[arch])
+    skip = _rebuilt_prefixes(SYNTHETIC_CONFIGS[arch], fusion)
     if path.is_file():
-        fusion.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        _load_state(fusion, path, skip)
         return fusion.to(args.device).eval()
     batch, labels = train_set.tensors()
     batch = {k: v for k, v in batch.items() if k in fusion.modalities}
     fusion = train_classifier(fusion.to(args.device), batch, labels, seed=args.seed, device=args.device,
                               progress=not args.quiet, **SYNTHETIC_RECIPES[arch].kwargs())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(fusion.model.state_dict(), path)
+    _save_state(fusion, path, skip)
     return fusion.eval()
 
 
@@ -160,6 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         recipes=(), toolkit=args.toolkit, seed=args.seed,
     )
     recipe_cells = study_cells(fgsm_eps=(), synonym=(), deletion=(), recipes=args.recipes, query_budget=args.query_budget, seed=args.seed)
+    if args.recipe_examples < 1:  # a negative count would slice off the end: labels[:-1] is all but the last
+        raise ValueError(f"--recipe-examples must be a positive int, got {args.recipe_examples}")
     n_recipe = min(args.recipe_examples, len(labels))
     rows: list[dict[str, Any]] = []
     clean: dict[str, float] = {}
@@ -195,6 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed,
             "fgsm_eps": list(args.fgsm_eps),
             "combo_eps": args.combo_eps,
+            "train_fingerprint": getattr(args, "train_fingerprint", None),
         },
         "clean": clean,
         "rows": rows,
@@ -284,32 +292,102 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+#: the synthetic default's splits hold at most this many items (SyntheticXrayReports' ``size``)
+_SYNTHETIC_MAX = 1_000_000
+_EPS = number(0, 1, unit="image values are in [0, 1]")
+_FRACTION = number(0, 1, unit="a fraction of the words")
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="an Indiana University chest X-ray folder (default: the SYNTHETIC embedded data)")
-    p.add_argument("--test-size", type=int, default=120)
-    p.add_argument("--image-size", type=int, default=48, help="side of the square views (the cached defaults were tuned at 48)")
-    p.add_argument("--fgsm-eps", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.2])
-    p.add_argument("--synonym", nargs="+", type=float, default=[0.2, 0.4], help="fractions of eligible words swapped")
-    p.add_argument("--deletion", nargs="+", type=float, default=[0.5], help="fractions of words deleted")
-    p.add_argument("--combo-eps", type=float, default=0.05, help="FGSM eps inside the image + text combinations")
-    p.add_argument("--recipes", nargs="*", default=["deepwordbug", "pwws"], help="TextAttack recipes (offline ones)")
-    p.add_argument("--query-budget", type=int, default=120, help="per-example query budget of the recipes (0: none)")
-    p.add_argument("--recipe-examples", type=int, default=8, help="test examples the TextAttack recipes run on")
+    p.add_argument("--hash-images", action="store_true",
+                   help="with --data: key the trained models by the images' bytes (reads every image) instead of their sizes and modification times")
+    p.add_argument("--test-size", type=count(1), default=120, help="test examples (synthetic: at most 1,000,000)")
+    p.add_argument("--image-size", type=count(1), default=48, help="side of the square views (the cached defaults were tuned at 48)")
+    p.add_argument("--fgsm-eps", nargs="+", type=_EPS, default=[0.01, 0.05, 0.1, 0.2])
+    p.add_argument("--synonym", nargs="+", type=_FRACTION, default=[0.2, 0.4], help="fractions of eligible words swapped")
+    p.add_argument("--deletion", nargs="+", type=_FRACTION, default=[0.5], help="fractions of words deleted")
+    p.add_argument("--combo-eps", type=_EPS, default=0.05, help="FGSM eps inside the image + text combinations")
+    p.add_argument("--recipes", nargs="*", default=["deepwordbug", "pwws"], help="TextAttack recipes (offline ones; none: no recipe rows)")
+    p.add_argument("--query-budget", type=count(0), default=120, help="per-example query budget of the recipes (0: none)")
+    p.add_argument("--recipe-examples", type=count(1), default=8, help="test examples the TextAttack recipes run on (the first ones)")
     p.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
-    p.add_argument("--batch-size", type=int, default=40)
+    p.add_argument("--batch-size", type=count(1), default=40)
     p.add_argument("--skip-speed", action="store_true", help="skip the cached vs recomputed feature timing")
-    p.add_argument("--speed-examples", type=int, default=6)
-    p.add_argument("--speed-image-size", type=int, default=224)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed-examples", type=count(1, _SYNTHETIC_MAX), default=6)
+    p.add_argument("--speed-image-size", type=count(1), default=224)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--out", default="runs/vl_fusion")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
+def option_problems(args: argparse.Namespace, *, resources: bool = True) -> list[str]:
+    """Everything wrong with the parsed options that argparse's per-value checks cannot see (files,
+    devices, recipe names, rows that would come out twice, then the offline text resources), as
+    messages naming the option; run before any work (no data is read, no model built). The resource
+    checks (loading WordNet takes seconds) run only when everything else is right (or not at all with
+    ``resources=False``), so a typo is reported at once."""
+    from ..text.recipes import get_text_attack
+
+    problems = []
+    if args.data is not None and not Path(args.data).is_dir():
+        problems.append(f"argument --data: no folder at {args.data} (an Indiana University chest X-ray folder: indiana_reports.csv, "
+                        "indiana_projections.csv, images/)")
+    if args.data is None and args.test_size > _SYNTHETIC_MAX:
+        problems.append(f"argument --test-size: the synthetic test split holds at most {_SYNTHETIC_MAX:,} examples, got {args.test_size}")
+    if args.hash_images and args.data is None:
+        problems.append("argument --hash-images: only with --data (the synthetic default is generated, not read)")
+    problems += [m for m in (device_problem(args.device, allow_auto=True), out_dir_problem(args.out)) if m]
+    problems += [m for m in (
+        duplicates(args.fgsm_eps, "--fgsm-eps", key=lambda e: f"FGSM {e:g}", what="row"),
+        duplicates(args.synonym, "--synonym", key=lambda p: f"SYN {p:.0%}", what="row"),
+        duplicates(args.deletion, "--deletion", key=lambda p: f"DEL {p:.0%}", what="row"),
+        duplicates(args.recipes, "--recipes", key=lambda r: r.strip().lower(), what="recipe"),
+    ) if m]
+    for name in dict.fromkeys(args.recipes):
+        try:
+            get_text_attack(name)
+        except KeyError as exc:
+            problems.append(f"argument --recipes: {exc.args[0]}")
+    if problems or not resources:
+        return problems
+    return _resource_problems(args)
+
+
+def _resource_problems(args: argparse.Namespace) -> list[str]:
+    """The offline text resources the text rows need (each recipe's; stopwords; WordNet for the
+    synonyms and PWWS), checked without downloading; WordNet is loaded here once (seconds), which the
+    synonym rows would do anyway."""
+    from ..errors import MissingResourceError
+    from ..text.recipes import check_text_attack_resources
+    from ..text.resources import require_stopwords, require_wordnet
+
+    problems = []
+    for name in dict.fromkeys(r.strip().lower() for r in args.recipes):
+        try:
+            check_text_attack_resources(name)
+        except MissingResourceError as exc:
+            problems.append(f"argument --recipes: {exc}")
+    try:
+        if args.synonym or args.deletion:
+            require_stopwords()
+        if args.synonym:
+            require_wordnet()
+    except MissingResourceError as exc:
+        problems.append(f"arguments --synonym / --deletion: {exc}")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    problems = option_problems(args)
+    if problems:
+        parser.error("; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
+    args.device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     result = run(args)
     out = Path(args.out)

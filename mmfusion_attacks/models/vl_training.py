@@ -36,6 +36,7 @@ __all__ = [
     "tower_features",
     "accuracy",
     "vl_synthetic_default",
+    "data_cache_name",
 ]
 
 #: bump when the synthetic data, a config or a recipe changes, so stale caches are not reused
@@ -372,10 +373,31 @@ def _load_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
         raise RuntimeError(f"cached weights {str(path)!r} do not fit (missing {missing[:3]}, unexpected {unexpected[:3]}); delete the file to retrain")
 
 
-def _cache_name(arch: str, n_train: int, image_size: int, seed: int) -> str:
+def _spec_digest(arch: str) -> str:
+    """Digest of ``arch``'s network config and training recipe: a changed recipe never reuses a cache."""
     spec = json.dumps({"config": SYNTHETIC_CONFIGS[arch], "recipe": asdict(SYNTHETIC_RECIPES[arch])}, sort_keys=True, default=str)
-    digest = hashlib.sha1(spec.encode()).hexdigest()[:8]
-    return f"{arch}-synthetic-xray-v{VL_DEFAULT_VERSION}-{image_size}px-n{n_train}-seed{seed}-{digest}.pt"
+    return hashlib.sha1(spec.encode()).hexdigest()[:8]
+
+
+def _rebuilt_prefixes(config: Mapping[str, Any], fusion: FusionModel) -> tuple[str, ...]:
+    """State-dict prefixes a cache leaves out: the frozen packaged MiniLM is rebuilt from the package,
+    so the cache holds only the trained weights."""
+    return (_PACKAGED_ENCODER,) if config.get("encoder") is None and config.get("freeze_text") and "text" in fusion.names else ()
+
+
+def _cache_name(arch: str, n_train: int, image_size: int, seed: int) -> str:
+    return f"{arch}-synthetic-xray-v{VL_DEFAULT_VERSION}-{image_size}px-n{n_train}-seed{seed}-{_spec_digest(arch)}.pt"
+
+
+def data_cache_name(arch: str, data: str, fingerprint: str, seed: int) -> str:
+    """File name for ``arch`` trained (with :data:`SYNTHETIC_CONFIGS` / :data:`SYNTHETIC_RECIPES`) on a
+    dataset called ``data`` whose content has ``fingerprint`` (e.g. :meth:`IUXray.fingerprint`): keyed by
+    the data's content, the network, the recipe and the seed, never by a path, so relabelled or edited
+    data is trained on afresh instead of served stale models."""
+    if not fingerprint or not isinstance(fingerprint, str):
+        raise ValueError(f"data_cache_name needs the data's fingerprint (a non-empty str), got {fingerprint!r}")
+    key = hashlib.sha256(f"{fingerprint}|{_spec_digest(arch)}|{seed}".encode()).hexdigest()[:16]
+    return f"{arch}-{data}-{key}.pt"
 
 
 def vl_synthetic_default(
@@ -403,8 +425,7 @@ def vl_synthetic_default(
     path = cache_dir() / _cache_name(arch, n_train, image_size, seed)
     torch.manual_seed(seed)
     fusion = create_model(arch, **config)
-    # the frozen packaged MiniLM is rebuilt from the package: the cache holds only the trained weights
-    skip = (_PACKAGED_ENCODER,) if config.get("encoder") is None and config.get("freeze_text") and "text" in fusion.names else ()
+    skip = _rebuilt_prefixes(config, fusion)
     if cache and path.is_file():
         _load_state(fusion, path, skip)
         return fusion.to(device).eval()
