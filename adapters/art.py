@@ -414,7 +414,7 @@ class _FusionEstimator:
         """
         batch = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
         batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in batch.items()}
-        x = self._surface.bind(batch, radius=radius)
+        x = self._surface.bind(batch, radius=radius, pairing="content")  # ART shuffles: never by position
         self._context_batch, self._context_radius = Context(batch), radius
         return x.detach().cpu().numpy()
 

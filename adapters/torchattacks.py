@@ -11,6 +11,12 @@ scaled so that one scalar eps (``surface.eps``) is each modality's own budget. R
 each modality's own units. Normalisation belongs inside the model (``FusionModel(normalize=)``), not
 in ``Attack.set_normalization_used``. Segmentation logits ``(N, C, H, W)`` with labels ``(N, H, W)``
 work unchanged with FGSM, PGD, PGDL2, BIM, MIFGSM (their cross-entropy is per pixel).
+
+Bound by hand (``with surface.bound(batch) as x: atk(x, labels)``), the surface pairs a query of the
+bound batch's size by row order wherever content agrees with it (``pairing="position"``): torchattacks
+never reorders a full-size batch, and its input-diversity, scale-invariance and look-ahead queries
+(DIFGSM, TIFGSM, SINIFGSM, NIFGSM, VNIFGSM) land as far from their own example as from any other, so
+content alone cannot pair them. Subsets (APGD, FAB, Square, AutoAttack) are paired by content.
 """
 
 from __future__ import annotations
@@ -73,9 +79,12 @@ def to_torchattacks(
     Each attacked modality is shown in [0, 1] (mapped exactly by its valid range), so ``eps`` is a
     fraction of each modality's range. ``budget={modality: eps}`` (each in its own units) instead
     scales the modalities so that ONE scalar eps, ``surface.eps``, is each one's budget:
-    ``torchattacks.PGD(s, eps=s.eps, alpha=s.eps / 4)``.
+    ``torchattacks.PGD(s, eps=s.eps, alpha=s.eps / 4)``. Bound batches are paired by row order where
+    content agrees (torchattacks never reorders a full-size batch; see the module docstring).
     """
-    surface = AttackSurface(fusion, attacked, units=budget if budget is not None else "unit", flat_as_image=True)
+    surface = AttackSurface(
+        fusion, attacked, units=budget if budget is not None else "unit", flat_as_image=True, pairing="position"
+    )
     _check_unit_range(surface)
     return surface
 

@@ -471,17 +471,18 @@ def run_attack(
                     y = goal[start : start + step]
                     if mode == "sample":
                         out, x = _generate(driver, attack, surface, chunk, y, "broadcast", None)
-                    elif mode == "content":
+                    else:
                         try:
-                            out, x = _generate(driver, attack, surface, chunk, y, "content", radius)
+                            out, x = _generate(driver, attack, surface, chunk, y, "content" if mode == "content" else "position", radius)
                         except RowAlignmentError:
-                            # rows not pairable by content (examples closer than twice the budget): redo
-                            # this chunk one example at a time
+                            if mode == "batch" and batching == "batch":
+                                raise
+                            # rows content cannot pair (examples closer than twice the budget), or a query
+                            # whose content contradicts its row order (a scaled copy next to a dark
+                            # example): redo this chunk one example at a time
                             flags.append(f"fallback: rows {start}..{start + len(y) - 1} ran one example at a time")
                             parts = [_generate(driver, attack, surface, {k: v[i : i + 1] for k, v in chunk.items()}, y[i : i + 1], "broadcast", None) for i in range(len(y))]
                             out, x = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-                    else:
-                        out, x = _generate(driver, attack, surface, chunk, y, "position", radius)
                     pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
         finally:
             surface.unbind()

@@ -17,8 +17,10 @@ that only knows [0, 1] can attack a thermal camera declared in [0, 2]; a mapping
 budgets: scaled so one scalar eps, :attr:`AttackSurface.eps`, is each modality's own budget).
 
 Pairing: every query row is paired with the frozen modalities of ITS example by content, within
-the threat model (:mod:`mmfusion_attacks.pairing`); rows that cannot be paired raise
-:class:`~mmfusion_attacks.errors.RowAlignmentError`.
+the threat model or by a wide margin; a surface made for a toolkit that keeps row order
+(``pairing="position"``, as ``to_torchattacks`` makes them) also pairs full-size queries by their order
+where content does not contradict it (:mod:`mmfusion_attacks.pairing`). Rows that cannot be paired
+raise :class:`~mmfusion_attacks.errors.RowAlignmentError`.
 """
 
 from __future__ import annotations
@@ -181,6 +183,8 @@ class AttackSurface(nn.Module):
         attacked: the modalities the toolkit may change.
         units: ``"native"`` (default), ``"unit"`` or ``{modality: budget}`` (see the module docstring).
         flat_as_image: present a flat packing as ``(N, 1, 1, D)`` (toolkits that assume 4-D inputs).
+        pairing: how :meth:`bind` / :meth:`bound` pair query rows unless told otherwise: ``"content"``
+            (default) or ``"position"`` for a toolkit that never reorders a full-size batch.
     """
 
     def __init__(
@@ -190,8 +194,11 @@ class AttackSurface(nn.Module):
         *,
         units: str | Mapping[str, float] | None = "native",
         flat_as_image: bool = False,
+        pairing: Pairing = "content",
     ) -> None:
         super().__init__()
+        if pairing not in PAIRING_MODES:
+            raise ValueError(f"pairing must be one of {PAIRING_MODES}, got {pairing!r}")
         if not isinstance(fusion, FusionModel):
             raise TypeError(f"AttackSurface wraps a FusionModel, got {type(fusion).__name__}")
         names = [attacked] if isinstance(attacked, str) else list(attacked)
@@ -214,6 +221,7 @@ class AttackSurface(nn.Module):
         self.frozen: tuple[str, ...] = tuple(n for n in fusion.names if n not in names)
         self.units = _units_for(fusion, self.attacked, units)
         self.flat_as_image = flat_as_image
+        self.pairing: Pairing = pairing
         self._table: ContextTable | None = None
         self._bound_by = "user"
         self.packing: Packing | None = None
@@ -229,6 +237,12 @@ class AttackSurface(nn.Module):
         """Per-element eps in the toolkit's units for budgets given in each modality's own units."""
         if not isinstance(eps, Mapping):
             eps = {n: float(eps) for n in self.attacked}
+        for name in eps:
+            if name not in self.attacked:
+                what = "frozen on this surface" if name in self.frozen else f"not a modality of this model {self.fusion.names}"
+                raise UnknownModalityError(
+                    f"a budget was given for modality '{name}' ({what}); this surface attacks only {list(self.attacked)}"
+                )
         return self.per_element({n: float(v) / self.units.scale[n] for n, v in eps.items()})
 
     def native_eps(self, eps: float | torch.Tensor) -> dict[str, float | torch.Tensor]:
@@ -406,7 +420,7 @@ class AttackSurface(nn.Module):
         inputs: Mapping[str, Any],
         *,
         validate: bool = True,
-        pairing: Pairing = "content",
+        pairing: Pairing | None = None,
         radius: Radius = None,
         radius_parts: Sequence[RadiusPart] | None = None,
         bound_by: str = "user",
@@ -415,10 +429,13 @@ class AttackSurface(nn.Module):
         packed (toolkit units).
 
         Every later query row is paired with its own example by content (``pairing="content"``): a row
-        equal to an example's attacked part, or within ``radius`` of exactly one example (default: each
-        attacked modality's threat model, in its own units). ``pairing="broadcast"`` (one example)
-        pairs every row with it, however far; ``"position"`` also falls back to row order.
+        equal to an example's attacked part, within ``radius`` of exactly one example (default: each
+        attacked modality's threat model, in its own units), or beyond it but unambiguously nearest one
+        (:mod:`mmfusion_attacks.pairing`). ``pairing="broadcast"`` (one example) pairs every row with it,
+        however far; ``"position"`` pairs a full-size query by row order where content agrees.
+        ``None``: the surface's own default (:attr:`pairing`).
         """
+        pairing = self.pairing if pairing is None else pairing
         if pairing not in PAIRING_MODES:
             raise ValueError(f"pairing must be one of {PAIRING_MODES}, got {pairing!r}")
         if validate:
@@ -444,7 +461,7 @@ class AttackSurface(nn.Module):
         self,
         inputs: Mapping[str, Any],
         *,
-        pairing: Pairing = "content",
+        pairing: Pairing | None = None,
         radius: Radius = None,
         freeze: bool = True,
     ) -> Iterator[torch.Tensor]:
@@ -532,4 +549,4 @@ class AttackSurface(nn.Module):
 
     def extra_repr(self) -> str:
         units = "native" if all(self.units.is_identity(n) for n in self.attacked) else "rescaled"
-        return f"attacked={list(self.attacked)}, frozen={list(self.frozen)}, units={units}"
+        return f"attacked={list(self.attacked)}, frozen={list(self.frozen)}, units={units}, pairing={self.pairing}"

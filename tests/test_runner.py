@@ -77,6 +77,16 @@ def test_forcing_batch_mode_on_a_rebatching_attack_raises(classifier, cls_labels
     assert run_attack(attack, make_batch(), cls_labels).batching == "sample"
 
 
+def test_a_batch_whose_queries_contradict_their_order_runs_one_example_at_a_time(classifier, cls_labels):
+    batch = make_batch()
+    batch["rgb"][0] = 0.02 + 0.01 * batch["rgb"][0]  # a night frame: SINIFGSM's x / 16 of the others lies next to it
+    result = run_attack(torchattacks.SINIFGSM(to_torchattacks(classifier, "rgb"), steps=2), batch, cls_labels)
+    assert result.batching == "batch" and result.flags == ["fallback: rows 0..2 ran one example at a time"]
+    assert torch.equal(result.inputs["ir"], batch["ir"])
+    with pytest.raises(RowAlignmentError, match="not in the bound order"):
+        run_attack(torchattacks.SINIFGSM(to_torchattacks(classifier, "rgb"), steps=2), batch, cls_labels, batching="batch")
+
+
 def test_art_chunks_follow_the_attack_batch_size(classifier):
     batch = make_batch(n=5)
     labels = torch.arange(5) % CLASSES

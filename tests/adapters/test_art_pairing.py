@@ -3,7 +3,9 @@ RGB and its thermal came from; a mis-paired row (one example's RGB with another'
 
 Every workflow here shuffles, subsets or re-batches rows (ART's DataLoader, the adversarial trainers,
 AutoPGD, Square, the universal perturbation): before content pairing, `fit` after binding N rows
-mis-paired 31 of 32 rows and AdversarialTrainer 186 of 192.
+mis-paired 31 of 32 rows and AdversarialTrainer 186 of 192. Trainers whose PGD budget exceeds the
+threat model need no declared radius (rows far nearer their own example than any other are paired by
+margin); near-duplicate examples (video frames) raise instead of being guessed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from art.defences.trainer import AdversarialTrainer, AdversarialTrainerFBFPyTorc
 from mmfusion_attacks.adapters.art import generate, to_art
 from torch import nn
 
-from mmfusion_attacks import FusionModel, RowAlignmentError, run_attack
+from mmfusion_attacks import FusionModel, Modality, RowAlignmentError, run_attack
 
 N, SIZE, CLASSES = 12, 6, 3
 LEVELS = torch.linspace(0.15, 0.85, N)  # example k's code value; 0.064 apart > 2 x 8/255
@@ -193,3 +195,66 @@ def test_direct_generate_helper_runs_far_moving_attacks_per_example(setup):
     probe.seen.clear()
     adv = generate(pgd, x[perm], labels.numpy()[perm])
     assert np.abs(adv - x[perm]).max() <= 8 / 255 + 1e-6 and mispaired(probe)[0] == 0
+
+
+# ------------------------------------------------------------------ budgets beyond the threat model
+IR02 = Modality("ir", "image", 1, valid_range=(0.0, 2.0))  # a thermal camera in [0, 2]; threat model Linf 8/255
+EPS = 0.05  # the trainers' PGD budget in thermal units: 1.6 times the threat model, no radius declared
+
+
+class WideProbe(Probe):
+    """The probe on a thermal modality in [0, 2]: its code pixel is doubled."""
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        return super().forward(rgb, ir / 2)
+
+
+def wide(batch: dict[str, torch.Tensor]):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    probe = WideProbe()
+    fusion = FusionModel(probe, ["rgb", IR02], num_classes=CLASSES)
+    return probe, fusion, {"rgb": batch["rgb"], "ir": batch["ir"] * 2}, torch.arange(N) % CLASSES
+
+
+def frames(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Consecutive video frames: one scene with sensor noise (std 0.01), each frame's code pixel set."""
+    g = torch.Generator().manual_seed(seed)
+    scene_rgb, scene_ir = torch.rand(1, 3, SIZE, SIZE, generator=g), torch.rand(1, 1, SIZE, SIZE, generator=g)
+    rgb = (scene_rgb + 0.01 * torch.randn(N, 3, SIZE, SIZE, generator=g)).clamp(0, 1)
+    ir = (scene_ir + 0.01 * torch.randn(N, 1, SIZE, SIZE, generator=g)).clamp(0, 1)
+    rgb[:, :, 0, 0] = LEVELS.view(N, 1)
+    ir[:, :, 0, 0] = LEVELS.view(N, 1)
+    return {"rgb": rgb, "ir": ir}
+
+
+def _trainer(kind: str, est):
+    if kind == "AdversarialTrainer":
+        pgd = ae.ProjectedGradientDescent(est, eps=EPS, eps_step=EPS / 4, max_iter=3, verbose=False)
+        return AdversarialTrainer(est, pgd, ratio=1.0), {"batch_size": 5, "nb_epochs": 2}
+    trainer = AdversarialTrainerMadryPGD(est, nb_epochs=2, batch_size=4, eps=EPS, eps_step=EPS / 4, max_iter=3, num_random_init=1)
+    return trainer, {}
+
+
+@pytest.mark.parametrize("kind", ["AdversarialTrainer", "AdversarialTrainerMadryPGD"])
+def test_trainers_with_a_budget_beyond_the_threat_model_need_no_radius(kind):
+    probe, fusion, batch, labels = wide(probe_batch())
+    est = estimator(fusion, batch)  # no radius=: rows up to 0.05 from their example, 1.6 x the radius
+    trainer, kwargs = _trainer(kind, est)
+    trainer.fit(est.x_for(batch), onehot(labels), **kwargs)
+    bad, seen = mispaired(probe)
+    assert bad == 0 and seen > 2 * N
+
+
+@pytest.mark.parametrize("kind", ["AdversarialTrainer", "AdversarialTrainerMadryPGD"])
+def test_near_duplicate_frames_raise_rather_than_mispair(kind):
+    probe, fusion, batch, labels = wide(frames())
+    est = estimator(fusion, batch)
+    x = est.x_for(batch)
+    perm = np.random.default_rng(0).permutation(N)
+    est.predict(x[perm])  # clean frames, any order: paired exactly
+    trainer, kwargs = _trainer(kind, est)
+    with pytest.raises(RowAlignmentError, match="not within the pairing radius"):
+        trainer.fit(x, onehot(labels), **kwargs)  # perturbed frames lie as near their neighbours as their own
+    bad, seen = mispaired(probe)
+    assert bad == 0 and seen >= N

@@ -20,6 +20,7 @@ from mmfusion_attacks import (
     Modality,
     NoPerturbationWarning,
     RowAlignmentError,
+    UnknownModalityError,
     UnsupportedAttackError,
     run_attack,
 )
@@ -81,6 +82,15 @@ def test_scalar_only_art_attacks_refuse_eps_arrays_up_front(classifier, batch, c
     fgm = ae.FastGradientMethod(est, eps=eps, eps_step=eps / 4)  # both as arrays: works
     result = run_attack(fgm, batch, cls_labels)
     assert float(result.norms["ir"]["linf"].max()) > 8 / 255
+
+
+def test_eps_array_names_a_modality_it_does_not_attack(classifier, batch):
+    est = to_art(classifier, "ir", sample=batch)
+    with pytest.raises(UnknownModalityError, match=r"'rgb' \(frozen on this surface\); this surface attacks only \['ir'\]"):
+        eps_array(est, {"rgb": 8 / 255})  # was a bare KeyError
+    with pytest.raises(UnknownModalityError, match="'depth' .*not a modality of this model"):
+        eps_array(est, {"ir": 8 / 255, "depth": 8 / 255})
+    assert eps_array(est, {"ir": 8 / 255}).shape == (1, 1, 1)
 
 
 @pytest.mark.parametrize(
@@ -198,8 +208,9 @@ def test_feature_squeezing_on_a_float32_model(classifier, batch, cls_labels):
 
     est = to_art(classifier, "ir", context=batch, preprocessing_defences=[FeatureSqueezing(clip_values=(0, 1), bit_depth=4)])
     x = est.x_for(batch)
-    with pytest.raises(RowAlignmentError):
-        est.predict(x)  # squeezing moves rows beyond the pairing radius of 8/255 ...
-    est.set_context(batch, radius=1 / 16)  # ... within half a 4-bit step
+    # squeezing moves rows up to 1/30, beyond the pairing radius of 8/255 but far nearer their own
+    # example than any other: paired by margin, no radius to declare
     assert est.predict(x).dtype == np.float32
     assert est.loss_gradient(x, np.eye(CLASSES)[cls_labels.numpy()]).dtype == np.float32
+    est.set_context(batch, radius=1 / 16)  # declared: within half a 4-bit step
+    assert est.predict(x).dtype == np.float32
