@@ -103,7 +103,15 @@ def _train_on(arch: str, train_set: Any, args: argparse.Namespace, fingerprint: 
     cached by the data's ``fingerprint`` (labels, reports, images), the network, the recipe and the seed:
     relabelled or edited data is trained on afresh, never served the models of the old data."""
     from ..models import create_model
-    from ..models.vl_training import SYNTHETIC_CONFIGS, SYNTHETIC_RECIPES, _load_state, _rebuilt_prefixes, _save_state, data_cache_name, train_classifier
+    from ..models.vl_training import (
+        SYNTHETIC_CONFIGS,
+        SYNTHETIC_RECIPES,
+        _load_state,
+        _rebuilt_prefixes,
+        _save_state,
+        data_cache_name,
+        train_classifier,
+    )
     from ..zoo import cache_dir
 
     path = cache_dir() / data_cache_name(arch, "iu-xray", fingerprint, args.seed)
