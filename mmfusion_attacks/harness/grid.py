@@ -4,7 +4,11 @@ plus sums of successes, queries, words changed and perturbation norms), so shard
 
 A cell is one attack on one subset of modalities (:class:`Cell`), or a sequence of perturbations applied
 to the same example (:class:`ComboCell` of :class:`Step`): a tensor attack (ART / torchattacks recipe),
-a TextAttack recipe, a seeded text augmentation, each on the output of the previous one.
+a TextAttack recipe, a seeded text augmentation, each on the output of the previous one; or a joint
+attack (:class:`JointCell`, :class:`~mmfusion_attacks.joint.JointAttack`), or one subset of a worst case
+over modality subsets (:class:`SubsetCell`, made by :func:`worst_case_cells`: every subset of a plan is
+attacked once per batch and each subset's row takes, per example, the best of its own run and its
+subsets', so a superset is never weaker).
 
 Batches are the outer loop and grid cells the inner one, so only one batch (and its adversarials)
 is alive at a time: memory does not grow with the number of images. Labels are the ground truth
@@ -24,11 +28,24 @@ from tqdm.auto import tqdm
 
 from ..attacks import least_likely_targets
 from ..fusion import FusionModel
+from ..joint import JointAttack, ModalityAttack, worst_case_over_subsets
 from ..metrics import SegmentationMetrics
 from ..recipes import make_attack, recipe_targets
 from ..runner import AdversarialBatch, clean_forward, run_attack
 
-__all__ = ["Cell", "Step", "ComboCell", "CellCounts", "GridSpec", "GridResult", "run_grid", "run_transfer"]
+__all__ = [
+    "Cell",
+    "Step",
+    "ComboCell",
+    "JointCell",
+    "SubsetCell",
+    "worst_case_cells",
+    "CellCounts",
+    "GridSpec",
+    "GridResult",
+    "run_grid",
+    "run_transfer",
+]
 
 Batch = tuple[Mapping[str, torch.Tensor], "torch.Tensor | None"]
 
@@ -98,6 +115,54 @@ class ComboCell:
         return self.steps_
 
 
+@dataclass(frozen=True)
+class JointCell:
+    """A :class:`~mmfusion_attacks.joint.JointAttack` of ``plan`` (one toolkit attack per modality); on a model
+    that lacks some planned modalities, the entries it reads (none: the cell does not apply)."""
+
+    name: str
+    plan: tuple[ModalityAttack, ...]
+    orchestration: str = "sequential"
+    rounds: int = 1
+    order: tuple[str, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def attacked(self) -> tuple[str, ...]:
+        return tuple(e.modality for e in self.plan)
+
+
+@dataclass(frozen=True)
+class SubsetCell:
+    """One subset's row of a worst case over modality subsets (see :func:`worst_case_cells`): cells of one
+    ``group`` share their runs on each batch."""
+
+    group: str
+    plan: tuple[ModalityAttack, ...]
+    subset: tuple[str, ...]
+    orchestration: str = "sequential"
+    rounds: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.group}: {'+'.join(self.subset)}"
+
+    @property
+    def attacked(self) -> tuple[str, ...]:
+        return self.subset
+
+
+def worst_case_cells(group: str, plan: Sequence[ModalityAttack], *, orchestration: str = "sequential", rounds: int = 1) -> list[SubsetCell]:
+    """One :class:`SubsetCell` per non-empty subset of the plan's modalities (smallest first)."""
+    from ..joint.subsets import all_subsets
+
+    plan = tuple(plan)
+    return [SubsetCell(group, plan, s, orchestration, rounds) for s in all_subsets([e.modality for e in plan])]
+
+
 @dataclass
 class CellCounts:
     """Everything a classification cell reports, as sums (add two to merge shards)."""
@@ -110,6 +175,7 @@ class CellCounts:
     words_changed: int = 0
     words: int = 0
     skipped: int = 0
+    weaker: int = 0  # rows a subset broke that this cell's own run did not (worst-case cells)
     norms: dict[str, dict[str, float]] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
 
@@ -129,10 +195,10 @@ class GridSpec:
     toolkit: str = "torchattacks"
     steps: int = 10
     attack_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    combos: Sequence[ComboCell] = ()
+    combos: Sequence[ComboCell | JointCell | SubsetCell] = ()
 
-    def cells(self) -> list[Cell | ComboCell]:
-        grid: list[Cell | ComboCell] = [Cell(a, float(e), tuple(s)) for a in self.attacks for e in self.eps_255 for s in self.subsets]
+    def cells(self) -> list[Any]:
+        grid: list[Any] = [Cell(a, float(e), tuple(s)) for a in self.attacks for e in self.eps_255 for s in self.subsets]
         return grid + list(self.combos)
 
 
@@ -182,6 +248,7 @@ class GridResult:
             "words_changed_per_example": c.words_changed / n,
             "fraction_words_changed": c.words_changed / c.words if c.words else 0.0,
             "skipped": c.skipped,
+            "weaker_than_a_subset": c.weaker,
             "rows": c.rows,
             "flags": sorted(c.flags),
         }
@@ -275,6 +342,66 @@ def _run_step(step: Step, built: Any, fusion: FusionModel, inputs, labels, clean
     return run_attack(built, inputs, labels, targets=targets, clean_logits=clean_logits)
 
 
+def _tally(tally: CellCounts, result: AdversarialBatch, attacked: Iterable[str]) -> None:
+    """Add one result's words, norms, queries, skips and flags to a cell's counts."""
+    for name in attacked:
+        if name in result.norms:
+            if "words_changed" in result.norms[name]:
+                tally.words_changed += int(result.norms[name]["words_changed"].sum())
+                tally.words += int(result.extras.get("words", torch.zeros(1)).sum())
+            else:
+                tally.add_norms(name, result.norms[name])
+    tally.queries += int(result.extras.get("queries", torch.zeros(1)).sum())
+    tally.skipped += sum(int(f.split()[1]) for f in result.flags if f.startswith("skipped:"))
+    tally.flags.update(f.split(":")[0] for f in result.flags)
+
+
+def _build_joint(cell: JointCell, fusion: FusionModel) -> JointAttack | None:
+    plan = [e for e in cell.plan if e.modality in fusion.modalities]
+    if not plan:
+        return None
+    order = [m for m in cell.order if m in fusion.modalities] if cell.order is not None else None
+    return JointAttack(fusion, plan, orchestration=cell.orchestration, rounds=cell.rounds, order=order)
+
+
+def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dict[SubsetCell, tuple[torch.Tensor, bool]]:
+    """Each group's worst case on this batch: per cell, the predictions after the best of its own run and
+    its subsets' (the clean predictions where the model does not read the whole subset)."""
+    out: dict[SubsetCell, tuple[torch.Tensor, bool]] = {}
+    with torch.no_grad():
+        clean_pred = fusion(inputs).argmax(1)
+    for (_, plan, orchestration, rounds), members in groups.items():
+        readable = [c for c in members if all(m in fusion.modalities for m in c.subset)]
+        for c in members:
+            if c not in readable:
+                out[c] = (clean_pred, False)
+        if not readable:
+            continue
+        report = worst_case_over_subsets(
+            fusion, [e for e in plan if e.modality in fusion.modalities], inputs, labels,
+            subsets=[c.subset for c in readable], orchestration=orchestration, rounds=rounds,
+        )
+        for c in readable:
+            own = report.own[c.subset]
+            pred = own.adv_pred.clone()
+            norms = {m: {k: v.clone() for k, v in d.items()} for m, d in own.norms.items()}
+            for i, src in enumerate(report.source[c.subset]):
+                if src is None:
+                    continue
+                pred[i] = report.own[src].adv_pred[i]
+                for m, d in norms.items():
+                    for k in d:
+                        d[k][i] = report.own[src].norms[m][k][i] if m in report.own[src].norms else 0
+            out[c] = (pred, True)
+            if counts is not None:
+                tally = counts[c]
+                _tally(tally, dataclasses.replace(own, norms=norms), c.subset)
+                tally.weaker += len(report.weaker.get(c.subset, []))
+                if report.weaker.get(c.subset):
+                    tally.flags.add("optimiser-weaker")
+    return out
+
+
 def _to_device(inputs: Mapping[str, Any], device: torch.device, names: Iterable[str]) -> dict[str, Any]:
     return {k: (inputs[k].to(device) if isinstance(inputs[k], torch.Tensor) else list(inputs[k])) for k in names}
 
@@ -296,7 +423,12 @@ def run_grid(
     cells = spec.cells()
     device = fusion.device
     classification = fusion.task == "classification"
-    built = {c: [(s, _build_step(s, fusion, spec)) for s in c.steps(spec)] for c in cells}
+    built = {c: [(s, _build_step(s, fusion, spec)) for s in c.steps(spec)] for c in cells if isinstance(c, (Cell, ComboCell))}
+    joints = {c: _build_joint(c, fusion) for c in cells if isinstance(c, JointCell)}
+    groups: dict[tuple, list[SubsetCell]] = {}
+    for c in cells:
+        if isinstance(c, SubsetCell):
+            groups.setdefault((c.group, c.plan, c.orchestration, c.rounds), []).append(c)
     clean: SegmentationMetrics | None = None
     metrics: dict[Any, SegmentationMetrics] = {}
     counts: dict[Any, CellCounts] = {c: CellCounts() for c in cells} if classification else {}
@@ -319,31 +451,33 @@ def run_grid(
             metrics = {c: SegmentationMetrics(n_classes, ignore_index=fusion.ignore_index, device=device) for c in cells}
         clean.update(clean_pred, labels)
         results: dict[Any, AdversarialBatch] = {}
+        subset_preds = _run_worst_cases(groups, fusion, inputs, labels, counts if classification else None)
         for cell in cells:
             current, current_logits, cl, result = inputs, logits, clean_logits, None
             applied = False
-            for step, attack in built[cell]:
-                if attack is None:
-                    continue
-                result = _run_step(step, attack, fusion, current, labels, cl, current_logits)
-                applied = True
-                if classification:
-                    tally = counts[cell]
-                    for name in step.attacked:
-                        if name in result.norms:
-                            if "words_changed" in result.norms[name]:
-                                tally.words_changed += int(result.norms[name]["words_changed"].sum())
-                                tally.words += int(result.extras.get("words", torch.zeros(1)).sum())
-                            else:
-                                tally.add_norms(name, result.norms[name])
-                    tally.queries += int(result.extras.get("queries", torch.zeros(1)).sum())
-                    tally.skipped += sum(int(f.split()[1]) for f in result.flags if f.startswith("skipped:"))
-                    tally.flags.update(f.split(":")[0] for f in result.flags)
-                current, cl = result.inputs, None
-                if len(built[cell]) > 1:
-                    with torch.no_grad():
-                        current_logits = fusion(current)
-            if result is None:  # no step applies to this model: it is scored on the unchanged batch
+            if isinstance(cell, SubsetCell):
+                adv_pred, applied = subset_preds[cell]
+            elif isinstance(cell, JointCell):
+                if joints[cell] is not None:
+                    result = joints[cell](inputs, labels)
+                    applied = True
+                    if classification:
+                        _tally(counts[cell], result, result.attacked)
+            else:
+                for step, attack in built[cell]:
+                    if attack is None:
+                        continue
+                    result = _run_step(step, attack, fusion, current, labels, cl, current_logits)
+                    applied = True
+                    if classification:
+                        _tally(counts[cell], result, step.attacked)
+                    current, cl = result.inputs, None
+                    if len(built[cell]) > 1:
+                        with torch.no_grad():
+                            current_logits = fusion(current)
+            if isinstance(cell, SubsetCell):
+                pass
+            elif result is None:  # no step applies to this model: it is scored on the unchanged batch
                 adv_pred = clean_pred
             else:
                 adv_pred = result.adv_pred

@@ -160,6 +160,7 @@ class JointAttack:
             # a later step never runs on a fooled row, so this is a model that changes between calls
             flags.append("unstable: rows fooled by a step are not fooled by the final batch (a stochastic model?)")
         norms: dict[str, dict[str, torch.Tensor]] = {}
+        n_words = torch.zeros(n, dtype=torch.long)
         for entry in self.plan:
             m = entry.modality
             if isinstance(inputs[m], torch.Tensor):
@@ -172,6 +173,7 @@ class JointAttack:
 
                 words = torch.tensor([len(textattack.shared.AttackedText(t).words) for t in inputs[m]], dtype=torch.long)
                 norms[m] = {"words_changed": changed, "fraction_changed": changed.float() / words.clamp_min(1).float()}
+                n_words += words
         for name in inputs:
             if name not in self.attacked:
                 same = torch.equal(current[name], inputs[name]) if isinstance(inputs[name], torch.Tensor) else current[name] == list(inputs[name])
@@ -193,7 +195,7 @@ class JointAttack:
             attack_name=self.name,
             budget=budget,
             flags=list(dict.fromkeys(flags)),
-            extras={"succeeded_at": succeeded_at, "queries": queries, "steps": [s.label for s in self.steps]},
+            extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps]},
         )
 
     def _run_step(self, step: JointStep, inputs: dict[str, Any], labels: torch.Tensor) -> AdversarialBatch:

@@ -11,7 +11,7 @@ entry is a step of its own. Nothing here implements an attack.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EmptySubsetError, UnknownModalityError, UnsupportedAttackError
@@ -41,7 +41,11 @@ class ModalityAttack:
     toolkit: str = "torchattacks"
     steps: int = 10
     seed: int = 0
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:  # hashable (grid cells are dict keys): options kept as sorted pairs
+        items = self.options.items() if isinstance(self.options, Mapping) else self.options
+        object.__setattr__(self, "options", tuple(sorted(items)))
 
     def kind(self, fusion: FusionModel) -> str:
         """``"attack"`` (tensor), ``"text-attack"`` or ``"text-augment"``."""
@@ -147,7 +151,7 @@ def build_steps(fusion: FusionModel, plan: Sequence[ModalityAttack], *, order: S
     for entry in plan:
         kind = entry.kind(fusion)
         if kind == "attack":
-            key = ("attack", entry.attack.lower(), entry.toolkit, entry.steps, tuple(sorted(entry.options.items())))
+            key = ("attack", entry.attack.lower(), entry.toolkit, entry.steps, entry.options)
         else:
             key = (kind, entry.modality)
         groups.setdefault(key, []).append(entry)

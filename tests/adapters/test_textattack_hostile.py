@@ -16,7 +16,7 @@ ta_adapter = pytest.importorskip("mmfusion_attacks.adapters.textattack")
 FusionModelWrapper = ta_adapter.FusionModelWrapper
 
 import textattack  # noqa: E402
-from test_textattack import CAPTION, TAGS, Probe, assert_paired, batch, probe_model  # noqa: E402
+from test_textattack import CAPTION, TAGS, Probe, batch, probe_model  # noqa: E402
 from textattack.attack_recipes import BadCharacters2021, DeepWordBugGao2018, InputReductionFeng2018  # noqa: E402
 
 IMAGE = Modality("image", "image", 1, valid_range=None)

@@ -179,3 +179,36 @@ def test_clear_errors_before_any_work():
     with pytest.raises(ValueError, match="rounds"):
         JointAttack(fusion, PLAN, rounds=0)
     assert not fusion.model.seen
+
+
+def test_grid_runs_joint_and_worst_case_cells_and_keeps_supersets_at_least_as_strong():
+    from mmfusion_attacks.harness.grid import GridSpec, JointCell, run_grid, worst_case_cells
+
+    fusion = three_way()
+    x = three_batch(4)
+    cells = [JointCell("image -> text", tuple(PLAN[:2]))] + worst_case_cells("worst", PLAN)
+    grid = run_grid(fusion, [(x, torch.ones(4, dtype=torch.long))], GridSpec(attacks=(), combos=cells), progress=False)
+    rows = {r["cell"]: r for r in grid.rows()}
+    assert rows["image -> text"]["success_rate"] == 1.0 and rows["image -> text"]["words_changed_per_example"] >= 1
+    assert rows["worst: image"]["success_rate"] == 0.0 and rows["worst: image+text"]["success_rate"] == 1.0
+    assert rows["worst: image+text+audio"]["success_rate"] == 1.0
+    for a in rows.values():
+        for b in rows.values():
+            if a["cell"].startswith("worst:") and b["cell"].startswith("worst:"):
+                sa, sb = set(a["cell"][7:].split("+")), set(b["cell"][7:].split("+"))
+                if sa < sb:
+                    assert a["success_rate"] <= b["success_rate"]
+    assert rows["worst: image+text"]["image_linf_mean"] <= 0.1 + 1e-6
+
+
+def test_grid_worst_case_on_a_model_that_lacks_a_modality():
+    from mmfusion_attacks.harness.grid import GridSpec, run_grid, worst_case_cells
+
+    fusion = FusionModel(Interaction(), [IMAGE, AUDIO], num_classes=2).eval()
+    x = {"image": torch.full((2, 1, 4, 8), 0.52), "audio": torch.zeros(2, 1, 4, 8), "text": ["an alarm"] * 2}
+    plan = [ModalityAttack("image", "fgsm", 0.1), ModalityAttack("audio", "fgsm", 0.1), ModalityAttack("text", "deletion", 0.5)]
+    grid = run_grid(fusion, [(x, torch.ones(2, dtype=torch.long))], GridSpec(attacks=(), combos=worst_case_cells("w", plan)), progress=False)
+    rows = {r["cell"]: r for r in grid.rows()}
+    assert rows["w: image"]["success_rate"] == 1.0 and rows["w: image+audio"]["success_rate"] == 1.0
+    assert rows["w: image+audio"]["weaker_than_a_subset"] == 2 and "optimiser-weaker" in rows["w: image+audio"]["flags"]
+    assert rows["w: text"]["applies"] is False and rows["w: image+text"]["applies"] is False
