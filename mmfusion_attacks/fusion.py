@@ -17,8 +17,8 @@ from torch import nn
 
 from .errors import (
     LabelError,
-    ModelOutputError,
     MissingModalityError,
+    ModelOutputError,
     ShapeMismatchError,
     UnknownModalityError,
 )

@@ -475,7 +475,9 @@ def build_text_attack(name: str, model_wrapper: Any, *, query_budget: int | None
     if query_budget is not None:
         attack.goal_function.query_budget = query_budget
     if type(getattr(attack.goal_function, "model", None)).__name__ == "FusionModelWrapper":
-        from ..adapters.textattack import prepare_attack  # keyed examples: confine the search to the text column
+        from ..adapters.textattack import (
+            prepare_attack,  # keyed examples: confine the search to the text column
+        )
 
         prepare_attack(attack)
     return attack
