@@ -32,7 +32,7 @@ when content contradicts that order nowhere (no row exactly equal to, within the
 ``MARGIN`` times nearer to an example with other frozen modalities than its own); a query that does
 contradict it is paired by rules 1-2 or refused, so a shuffled full-size batch is never paired by
 position. There rule 3 never pairs a row, it only tests the order: a scaled copy that lands next to a
-dark example must raise, not be paired with it. ``to_torchattacks`` surfaces pair this way by default (torchattacks never
+dark example must raise, not be paired with it. Queries of another size are paired by content. ``to_torchattacks`` surfaces pair this way by default (torchattacks never
 reorders a full-size batch); ART estimators pair by content (ART's ``fit`` and trainers shuffle).
 ``"broadcast"`` pairs every row with the single bound example (one example at a time, for attacks that
 query anywhere: HopSkipJump, Boundary, DeepFool).
@@ -247,7 +247,7 @@ class ContextTable:
             order = self._order_contradiction(out, rows, cols, within, exact, gmin, err)
             if order is None:
                 return torch.arange(m)  # content agrees with the bound order everywhere: row i is example i
-        elif self.pairing == "content":
+        else:  # content, or position for a query of another size (a subset has no order to go by)
             d1, best = gmin.min(1)
             second = gmin.scatter(1, best[:, None], math.inf).amin(1)
             far = (out < 0) & ~near_any
