@@ -10,6 +10,7 @@ def create_dataset(name: str, **kwargs):
     return DATASETS.create(name, **kwargs)
 
 
+from .fashion_mnist import FashionMNIST  # noqa: E402,F401  (registers "fashion-mnist")
 from .iu_xray import IU_SPLITS, VL_CLASSES, IUXray  # noqa: E402
 from .mf_dataset import MF_SPLITS, MFDataset  # noqa: E402
 from .synthetic_rgbt import MF_CLASSES, SyntheticRGBT  # noqa: E402  (registers itself)

@@ -10,6 +10,7 @@ def create_model(name: str, **kwargs):
     return MODELS.create(name, **kwargs)
 
 
+from . import clip_like, contrastive  # noqa: E402,F401  (register "clip-tiny", "clip-like")
 from .mfnet import MFNet  # noqa: E402  (each module registers its factories)
 from .rtfnet import RTFNet  # noqa: E402
 from .smp_fusion import TwoStreamUnet  # noqa: E402
