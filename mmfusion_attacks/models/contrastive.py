@@ -311,7 +311,8 @@ class ZeroShotClassifier(nn.Module):
         self.prompts = tuple(prompts)
         self.image_name, self.text_name = image, text
         self.towers = (image, text)
-        self.check_prompt_lengths([self.prompt_text])  # a class prompt longer than the context: refused when built
+        # a class prompt longer than the context is refused when the classifier is built
+        encoder.check_texts(self.prompts, lambda k: f"the prompt of class {names[k]!r} ({self.prompts[k]!r})")
 
     @property
     def prompt_text(self) -> str:
