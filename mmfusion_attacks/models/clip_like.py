@@ -60,8 +60,18 @@ __all__ = [
 #: bump when the data, the towers or the training change, so stale caches are not reused
 CLIP_LIKE_VERSION = 1
 
-#: one run of ``clip_like_default()`` (cache empty; numbers in docs/contrastive.md)
-MEASURED: dict[str, Any] = {}
+#: one run of ``clip_like_default()`` from an empty cache, real Fashion-MNIST (Debian), 2 CPU cores, one
+#: torch thread: zero-shot accuracy among the 3 held-out classes (chance 0.33), among the 7 seen classes,
+#: and among all 10 (seen and unseen prompts together), on the first 3,000 test images; seconds to
+#: compute the frozen features (6,000 + 3,000 images at 64 px) and to train. Without the package (SYNTHETIC
+#: silhouettes): held-out 0.85, seen 1.00, all 0.70 -- a far easier task, not comparable.
+MEASURED: dict[str, Any] = {
+    "zero_shot_held_out": 0.537,
+    "seen": 0.907,
+    "all_classes": 0.635,
+    "features_seconds": 45.0,
+    "train_seconds": 48.1,
+}
 
 
 # ---------------------------------------------------------------------------------------------- towers
