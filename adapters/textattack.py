@@ -34,22 +34,21 @@ from mmfusion_attacks.errors import (
     InputError,
     LabelError,
     NonFiniteOutputError,
-    NoPerturbationWarning,
     RowAlignmentError,
     TextInputError,
     UnsupportedAttackError,
 )
 from mmfusion_attacks.fusion import FusionModel
-from mmfusion_attacks.runner import (
+from mmfusion_attacks.result import (
     AdversarialBatch,
-    AttackDriver,
     CleanLogits,
-    _as_class_ids,
-    _fingerprint,
-    _success,
-    _working_copy,
-    register_driver,
+    as_class_ids,
+    batch_fingerprint,
+    build_result,
+    clean_pass,
+    working_copy,
 )
+from mmfusion_attacks.runner import AttackDriver, register_driver
 from mmfusion_attacks.surface import frozen_model_state
 from mmfusion_attacks.text.resources import import_textattack
 
@@ -228,7 +227,7 @@ class FusionModelWrapper(ModelWrapper):
             h = hashlib.sha256()
             for name in self.held:
                 h.update(name.encode())
-                h.update(repr(_fingerprint({name: row[name]})).encode())
+                h.update(repr(batch_fingerprint({name: row[name]})).encode())
                 value = row[name]
                 if isinstance(value, torch.Tensor):
                     h.update(value.detach().cpu().contiguous().numpy().tobytes())
@@ -514,7 +513,7 @@ def _dataset_labels(wrapper: FusionModelWrapper, inputs: Mapping[str, Any], labe
     classes = fusion.num_classes
     if classes is None:
         row = {k: (v[:1] if isinstance(v, torch.Tensor) else list(v[:1])) for k, v in inputs.items()}
-        work = _working_copy(row, fusion.device, fusion.compute_dtype)
+        work = working_copy(row, fusion.device, fusion.compute_dtype)
         with frozen_model_state(fusion), torch.no_grad():
             classes = int(fusion(work).shape[1])
     bad = [(i, int(v)) for i, v in enumerate(value.tolist()) if not 0 <= v < classes]
@@ -794,32 +793,15 @@ class TextAttackDriver(AttackDriver):
             fusion, inputs[text], name=text, stopwords=_stopwords(attack), long_text=wrapper.long_text, max_words=wrapper.max_words
         )
         prepare_attack(attack)
-        work = _working_copy(inputs, fusion.device, fusion.compute_dtype)
         goal_fn = attack.goal_function
         targeted = isinstance(goal_fn, TargetedClassification) or type(goal_fn).__name__ in ("TargetedStrict", "TargetedBonus")
-        with frozen_model_state(fusion):
-            if clean_logits is None:
-                with torch.no_grad():
-                    logits = fusion(work)
-            elif not isinstance(clean_logits, CleanLogits):
-                raise TypeError("clean_logits must come from clean_forward(fusion, inputs)")
-            elif clean_logits.fingerprint != _fingerprint(work):
-                raise ValueError("clean_logits were computed on another batch than `inputs`")
-            else:
-                logits = clean_logits.logits
-        logits = logits.detach()
-        if not bool(torch.isfinite(logits).all()):
-            raise NonFiniteOutputError("the model returned NaN or infinite logits on the clean batch")
-        clean_pred = logits.argmax(1)
-        if labels is None:
-            used, source = clean_pred.clone(), "clean-prediction"
-        else:
-            used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
+        clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
+        work, logits, used = clean.work, clean.logits, clean.labels
         goal_targets = None
         if targeted:
             goal_targets = torch.full_like(used, int(goal_fn.target_class))
             if targets is not None:
-                given = _as_class_ids(targets, fusion, logits, "targets")
+                given = as_class_ids(targets, fusion, logits, "targets")
                 if not bool((given == goal_targets).all()):
                     raise UnsupportedAttackError(
                         f"{name} targets class {goal_fn.target_class} (fixed when the goal function was built); "
@@ -858,13 +840,6 @@ class TextAttackDriver(AttackDriver):
         if not bool(torch.isfinite(adv_logits).all()):
             raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
         adv_pred = adv_logits.argmax(1)
-        score, success = _success("classification", adv_pred, used, goal_targets, None, success_fraction)
-        result_inputs: dict[str, Any] = {}
-        for key, value in inputs.items():
-            if key == text:
-                result_inputs[key] = adv_texts
-            else:
-                result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)
         flags: list[str] = []
         for status_name, reason in (("skipped-only-stopwords", "only stopwords: no word the attack may change"),
                                     ("skipped-no-words", "no words: nothing a word-level attack can change"),
@@ -872,34 +847,25 @@ class TextAttackDriver(AttackDriver):
             rows = sorted(i for i, s in skip_rows.items() if s == status_name)
             if rows:
                 flags.append(f"skipped: {len(rows)} row(s) not attacked ({reason}): {rows[:10]}")
-        _, clean_success = _success("classification", clean_pred, used, goal_targets, None, success_fraction)
-        if not any(a != b for a, b in zip(adv_texts, inputs[text])) and not bool(clean_success.all()):
-            flags.append(f"no-perturbation: {name} returned every text unchanged although the model was not fooled")
-            warnings.warn(
-                f"{name} changed no text although {int((~clean_success).sum())} of {n} row(s) were not already fooled",
-                NoPerturbationWarning,
-                stacklevel=3,
-            )
         if wrapper.cache_features and wrapper.cache_off_reason is not None:
             flags.append(f"feature-cache off: {wrapper.cache_off_reason}")
         fraction = changed.float() / n_words.clamp_min(1).float()
-        return AdversarialBatch(
-            inputs=result_inputs,
+        return build_result(
+            fusion,
+            clean,
+            inputs,
+            {text: adv_texts},
+            adv_pred,
             attacked=(text,),
-            labels=used,
-            labels_source=source,
-            targets=goal_targets,
-            clean_pred=clean_pred,
-            adv_pred=adv_pred,
-            score=score,
-            success=success,
-            norms={text: {"words_changed": changed, "fraction_changed": fraction}},
-            batching="sample",
             toolkit=self.toolkit,
             attack_name=name if recipe is None else f"{name}[{recipe}]",
+            batching="sample",
+            norms={text: {"words_changed": changed, "fraction_changed": fraction}},
             budget={text: None},
+            targets=goal_targets,
             flags=flags,
             extras={"queries": queries, "status": status, "words": n_words, "cached_features": wrapper.uses_towers},
+            success_fraction=success_fraction,
         )
 
 
@@ -926,10 +892,8 @@ def perturb_text(
         text = texts[0]
     if fusion.modality(text).kind != "text":
         raise UnsupportedAttackError(f"modality '{text}' is not text: a text augmenter cannot perturb it")
-    n = fusion.validate_inputs(inputs)
-    if n == 0:
-        raise InputError(f"the batch is empty (0 rows in {list(inputs)})")
-    work = _working_copy(inputs, fusion.device, fusion.compute_dtype)
+    clean = clean_pass(fusion, inputs, labels)
+    n, work = clean.n, clean.work
     originals = list(work[text])
     if hasattr(augmenter, "details"):
         details = augmenter.details(originals, ids)
@@ -947,36 +911,23 @@ def perturb_text(
     if len(adv_texts) != n or not all(isinstance(t, str) for t in adv_texts):
         raise UnsupportedAttackError(f"{type(augmenter).__name__} must return one string per text")
     with frozen_model_state(fusion), torch.no_grad():
-        logits = fusion(work)
         adv_logits = fusion({**work, text: adv_texts})
-    for what, value in (("clean", logits), ("perturbed", adv_logits)):
-        if not bool(torch.isfinite(value).all()):
-            raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the {what} batch")
-    clean_pred, adv_pred = logits.argmax(1), adv_logits.argmax(1)
-    if labels is None:
-        used, source = clean_pred.clone(), "clean-prediction"
-    else:
-        used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
-    score, success = _success("classification", adv_pred, used, None, None, 0.5)
-    result_inputs = {
-        k: (adv_texts if k == text else (v.detach().clone() if isinstance(v, torch.Tensor) else list(v))) for k, v in inputs.items()
-    }
+    if not bool(torch.isfinite(adv_logits).all()):
+        raise NonFiniteOutputError("the model returned NaN or infinite logits on the perturbed batch")
     flags = [f"skipped: {len(skipped)} row(s) had nothing to change: {skipped[:10]}"] if skipped else []
-    return AdversarialBatch(
-        inputs=result_inputs,
+    return build_result(
+        fusion,
+        clean,
+        inputs,
+        {text: adv_texts},
+        adv_logits.argmax(1),
         attacked=(text,),
-        labels=used,
-        labels_source=source,
-        targets=None,
-        clean_pred=clean_pred,
-        adv_pred=adv_pred,
-        score=score,
-        success=success,
-        norms={text: {"words_changed": changed, "fraction_changed": changed.float() / n_words.clamp_min(1).float()}},
-        batching="batch",
         toolkit="textattack",
         attack_name=repr(augmenter),
+        batching="batch",
+        norms={text: {"words_changed": changed, "fraction_changed": changed.float() / n_words.clamp_min(1).float()}},
         budget={text: None},
         flags=flags,
         extras={"queries": torch.zeros(n, dtype=torch.long), "words": n_words},
+        warn=False,  # random perturbations are not optimised: an unchanged text is flagged, not warned about
     )

@@ -8,25 +8,32 @@ or must run one sample at a time ("sample"). See ``docs/attacks.md`` for the mod
 from __future__ import annotations
 
 import importlib
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from .errors import (
     InputError,
     InvariantViolationError,
-    LabelError,
     NonFiniteOutputError,
-    NoPerturbationWarning,
     RowAlignmentError,
     UnsupportedAttackError,
 )
 from .metrics import perturbation_norms
+from .result import (
+    AdversarialBatch,
+    CleanLogits,
+    as_class_ids,
+    batch_fingerprint,
+    build_result,
+    clean_forward,
+    clean_pass,
+    success_of,
+    working_copy,
+)
 from .surface import AttackSurface, frozen_model_state
 
 __all__ = [
@@ -158,129 +165,11 @@ def find_driver(attack: Any) -> AttackDriver:
     )
 
 
-@dataclass
-class AdversarialBatch:
-    """The result of one attack on one batch.
-
-    ``inputs`` is the complete adversarial batch by modality name, in the caller's dtypes and devices
-    (frozen modalities are exact copies of the clean ones); ``norms[name]`` holds per-sample ``"linf"``
-    and ``"l2"`` perturbation norms in the modality's own units; ``budget[name]`` is the attack's
-    budget on that modality in its own units (``(norm, eps)``, None when unbounded); ``success`` is
-    per sample (segmentation: the fraction ``score`` of pixels that are wrong, or on target, reaches
-    ``success_fraction``). ``flags`` lists anything the caller must know (an attack that changed
-    nothing, a modality that does not reach the output, a fallback to one example at a time).
-    """
-
-    inputs: dict[str, Any]
-    attacked: tuple[str, ...]
-    labels: torch.Tensor
-    labels_source: str
-    targets: torch.Tensor | None
-    clean_pred: torch.Tensor
-    adv_pred: torch.Tensor
-    score: torch.Tensor
-    success: torch.Tensor
-    norms: dict[str, dict[str, torch.Tensor]]
-    batching: str
-    toolkit: str
-    attack_name: str
-    budget: dict[str, tuple[str, Any] | None] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def success_rate(self) -> float:
-        return float(self.success.float().mean()) if self.success.numel() else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "attack": self.attack_name,
-            "toolkit": self.toolkit,
-            "attacked": list(self.attacked),
-            "batching": self.batching,
-            "labels": self.labels_source,
-            "success_rate": self.success_rate,
-            "flags": list(self.flags),
-        }
-        for name, norms in self.norms.items():
-            for kind, values in norms.items():
-                out[f"{name}_{kind}_max"] = float(values.max()) if values.numel() else 0.0
-        return out
-
-
-@dataclass(frozen=True)
-class CleanLogits:
-    """A model's logits on one batch, with a fingerprint of that batch (so they cannot be reused on another)."""
-
-    logits: torch.Tensor
-    fingerprint: tuple
-
-
-def _fingerprint(inputs: Mapping[str, Any]) -> tuple:
-    out = []
-    for name in sorted(inputs):
-        value = inputs[name]
-        if isinstance(value, torch.Tensor):
-            flat = value.detach().reshape(-1).double()
-            weights = (torch.arange(flat.numel(), device=flat.device) % 251 + 1).double()
-            out.append((name, tuple(value.shape), float(flat.sum()), float((flat * flat).sum()), float((flat * weights).sum())))
-        else:
-            out.append((name, tuple(value)))
-    return tuple(out)
-
-
-def clean_forward(fusion: Any, inputs: Mapping[str, Any]) -> CleanLogits:
-    """The clean logits of ``inputs`` (eval mode, no gradients), to pass to :func:`run_attack` as
-    ``clean_logits=`` when several attacks run on one batch."""
-    device, dtype = fusion.device, fusion.compute_dtype
-    work = _working_copy(inputs, device, dtype)
-    with frozen_model_state(fusion), torch.no_grad():
-        logits = fusion(work)
-    return CleanLogits(logits.detach(), _fingerprint(work))
-
-
-def _working_copy(inputs: Mapping[str, Any], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Private copies on the model's device, floats in its compute dtype (never views of the caller's data)."""
-    out: dict[str, Any] = {}
-    for k, v in inputs.items():
-        if isinstance(v, torch.Tensor):
-            out[k] = v.detach().to(device=device, dtype=dtype if v.is_floating_point() else v.dtype, copy=True)
-        else:
-            out[k] = list(v)
-    return out
-
-
-def _as_class_ids(value: Any, fusion: Any, logits: torch.Tensor, what: str) -> torch.Tensor:
-    """Class ids from torch or numpy, integer ids or one-hot / scores (ART's convention), as int64."""
-    if value is None:
-        return None  # type: ignore[return-value]
-    if not isinstance(value, torch.Tensor):
-        try:
-            value = torch.as_tensor(np.asarray(value))
-        except (TypeError, ValueError) as err:
-            raise LabelError(f"{what} must be a tensor or array of class ids, got {type(value).__name__}") from err
-    value = value.detach()
-    want_ids = 1 if fusion.task == "classification" else logits.ndim - 1
-    if value.ndim == want_ids + 1 and value.shape[1] == logits.shape[1] and value.shape[0] == logits.shape[0]:
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise LabelError(f"{what} (one-hot / scores) contain NaN or infinity")
-        value = value.argmax(1)  # one-hot or scores, (N, C[, H, W])
-    elif value.is_floating_point():
-        raise LabelError(f"{what} must be integer class ids (or one-hot / scores of shape (N, C, ...)), got dtype {value.dtype}")
-    fusion.validate_labels(value, logits, what=what)
-    return value.to(device=logits.device, dtype=torch.long)
-
-
-def _success(task: str, adv_pred, labels, targets, ignore_index, fraction):
-    goal = targets if targets is not None else labels
-    hit = adv_pred == goal if targets is not None else adv_pred != goal
-    if task == "classification":
-        score = hit.float()
-    else:
-        valid = torch.ones_like(goal, dtype=torch.bool) if ignore_index is None else goal != ignore_index
-        counted = valid.flatten(1).sum(1).clamp_min(1)
-        score = (hit & valid).flatten(1).sum(1) / counted
-    return score, score >= (1.0 if task == "classification" else fraction)
+# results: one place builds them (see result.py); the private names stay for older imports
+_fingerprint = batch_fingerprint
+_working_copy = working_copy
+_as_class_ids = as_class_ids
+_success = success_of
 
 
 def _check_budget(budget: Budget | None, name: str) -> None:
@@ -409,10 +298,9 @@ def run_attack(
     n = fusion.validate_inputs(inputs)
     if n == 0:
         raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
-    device, dtype = fusion.device, fusion.compute_dtype
-    work = _working_copy(inputs, device, dtype)
+    device = fusion.device
     name = f"{driver.toolkit}.{type(attack).__name__}"
-    surface.packing = surface._packing_for(work)  # what the toolkit will see, for the checks below
+    surface.packing = surface._packing_for(inputs)  # what the toolkit will see, for the checks below
     budget = driver.budget(attack, surface)
     _check_budget(budget, name)
     driver.preflight(attack, surface, budget)
@@ -420,27 +308,8 @@ def run_attack(
     flags: list[str] = []
 
     with frozen_model_state(surface):  # the surface too: toolkits read its .training flag
-        if clean_logits is None:
-            with torch.no_grad():
-                logits = fusion(work)
-        elif not isinstance(clean_logits, CleanLogits):
-            raise TypeError(
-                "clean_logits must come from clean_forward(fusion, inputs) (it carries a fingerprint of the "
-                f"batch it was computed on), got {type(clean_logits).__name__}"
-            )
-        elif clean_logits.fingerprint != _fingerprint(work):
-            raise ValueError("clean_logits were computed on another batch than `inputs`")
-        else:
-            logits = clean_logits.logits
-        logits = logits.detach().to(device)
-        if not bool(torch.isfinite(logits).all()):
-            bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()
-            raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the clean batch (rows {bad[:10]})")
-        clean_pred = logits.argmax(1)
-        if labels is None:
-            used, source = clean_pred.clone(), "clean-prediction"
-        else:
-            used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
+        clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
+        work, logits, used = clean.work, clean.logits, clean.labels
         if targets is not None:
             targets = _as_class_ids(targets, fusion, logits, "targets")
         targeted = driver.targeted(attack)
@@ -494,51 +363,35 @@ def run_attack(
             raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
         adv_pred = adv_logits.argmax(1)
 
-    score, success = _success(fusion.task, adv_pred, used, targets if targeted else None, fusion.ignore_index, success_fraction)
     native_budget: dict[str, tuple[str, Any] | None] = {}
     if budget is not None:
         for key, eps in surface.native_eps(budget.eps).items():
             native_budget[key] = (budget.norm, eps)
-    result_inputs: dict[str, Any] = {}
+    adversarial: dict[str, Any] = {}
     norms: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in inputs.items():
-        if key in attacked:
-            adv = _native_result(attacked[key].detach(), work[key], value, fusion.modalities[key], native_budget.get(key))
-            norms[key] = perturbation_norms(value.detach(), adv)
-            result_inputs[key] = adv
-        else:
-            result_inputs[key] = value.detach().clone() if isinstance(value, torch.Tensor) else list(value)
+    for key in surface.attacked:
+        value = inputs[key]
+        adversarial[key] = _native_result(attacked[key].detach(), work[key], value, fusion.modalities[key], native_budget.get(key))
+        norms[key] = perturbation_norms(value.detach(), adversarial[key])
     if surface.unused_input:
         surface.unused_input = False
         flags.append(f"unused-input: the output does not depend on {list(surface.attacked)} (zero gradient)")
-    moved = any(bool((result_inputs[k] != inputs[k]).any()) for k in attacked)
-    clean_score, clean_success = _success(fusion.task, clean_pred, used, targets if targeted else None, fusion.ignore_index, success_fraction)
-    if not moved and not bool(clean_success.all()):
-        flags.append(f"no-perturbation: {name} returned every row unchanged although the model was not fooled")
-        warnings.warn(
-            f"{name} changed nothing on {list(surface.attacked)} although {int((~clean_success).sum())} of {n} "
-            "row(s) were not already fooled (a targeted attack given no targets, a zero budget, or a modality "
-            "that does not reach the output?)",
-            NoPerturbationWarning,
-            stacklevel=2,
-        )
-    return AdversarialBatch(
-        inputs=result_inputs,
+    return build_result(
+        fusion,
+        clean,
+        inputs,
+        adversarial,
+        adv_pred,
         attacked=surface.attacked,
-        labels=used,
-        labels_source=source,
-        targets=targets if targeted else None,
-        clean_pred=clean_pred,
-        adv_pred=adv_pred,
-        score=score,
-        success=success,
-        norms=norms,
-        batching=mode,
         toolkit=driver.toolkit,
         attack_name=name,
+        batching=mode,
+        norms=norms,
         budget=native_budget if budget is not None else {k: None for k in surface.attacked},
+        targets=targets if targeted else None,
         flags=flags,
         extras=driver.extras(attack),
+        success_fraction=success_fraction,
     )
 
 

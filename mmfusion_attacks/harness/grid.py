@@ -371,21 +371,26 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dic
     with torch.no_grad():
         clean_pred = fusion(inputs).argmax(1)
     for (_, plan, orchestration, rounds), members in groups.items():
-        readable = [c for c in members if all(m in fusion.modalities for m in c.subset)]
-        for c in members:
-            if c not in readable:
+        # a model that lacks some modalities of a subset is attacked on the part it reads (a perturbation of a
+        # modality it never sees changes nothing): the superset's row is then its readable subset's
+        readable = {c: tuple(m for m in c.subset if m in fusion.modalities) for c in members}
+        for c, part in readable.items():
+            if not part:
                 out[c] = (clean_pred, False)
-        if not readable:
+        parts = list(dict.fromkeys(p for p in readable.values() if p))
+        if not parts:
             continue
         report = worst_case_over_subsets(
             fusion, [e for e in plan if e.modality in fusion.modalities], inputs, labels,
-            subsets=[c.subset for c in readable], orchestration=orchestration, rounds=rounds,
+            subsets=parts, orchestration=orchestration, rounds=rounds,
         )
-        for c in readable:
-            own = report.own[c.subset]
+        for c, part in readable.items():
+            if not part:
+                continue
+            own = report.own[part]
             pred = own.adv_pred.clone()
             norms = {m: {k: v.clone() for k, v in d.items()} for m, d in own.norms.items()}
-            for i, src in enumerate(report.source[c.subset]):
+            for i, src in enumerate(report.source[part]):
                 if src is None:
                     continue
                 pred[i] = report.own[src].adv_pred[i]
@@ -395,10 +400,12 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dic
             out[c] = (pred, True)
             if counts is not None:
                 tally = counts[c]
-                _tally(tally, dataclasses.replace(own, norms=norms), c.subset)
-                tally.weaker += len(report.weaker.get(c.subset, []))
-                if report.weaker.get(c.subset):
+                _tally(tally, dataclasses.replace(own, norms=norms), part)
+                tally.weaker += len(report.weaker.get(part, []))
+                if report.weaker.get(part):
                     tally.flags.add("optimiser-weaker")
+                if part != c.subset:
+                    tally.flags.add(f"reads only {'+'.join(part)}")
     return out
 
 

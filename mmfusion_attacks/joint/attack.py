@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError, InvariantViolationError, UnsupportedAttackError
+from ..errors import InvariantViolationError, UnsupportedAttackError
 from ..fusion import FusionModel
 from ..metrics import perturbation_norms
-from ..runner import AdversarialBatch, clean_forward, run_attack
+from ..result import AdversarialBatch, build_result, clean_pass
+from ..runner import run_attack
 from ..surface import frozen_model_state
 from .plan import JointStep, ModalityAttack, build_steps
 
@@ -105,18 +106,8 @@ class JointAttack:
 
     def run(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
         fusion = self.fusion
-        n = fusion.validate_inputs(inputs)
-        if n == 0:
-            raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
-        clean = clean_forward(fusion, inputs)
-        logits = clean.logits
-        clean_pred = logits.argmax(1)
-        from ..runner import _as_class_ids  # noqa: PLC0415  (one label parser for every entry point)
-
-        if labels is None:
-            used, source = clean_pred.clone(), "clean-prediction"
-        else:
-            used, source = _as_class_ids(labels, fusion, logits, "labels"), "given"
+        clean = clean_pass(fusion, inputs, labels)
+        n, clean_pred, used = clean.n, clean.clean_pred, clean.labels
         current: dict[str, Any] = {
             k: (v.detach().clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()
         }
@@ -179,20 +170,18 @@ class JointAttack:
                 same = torch.equal(current[name], inputs[name]) if isinstance(inputs[name], torch.Tensor) else current[name] == list(inputs[name])
                 if not same:
                     raise InvariantViolationError(f"modality '{name}' is not attacked but changed")
-        return AdversarialBatch(
-            inputs=current,
+        adversarial = {m: current[m] for m in self.attacked}
+        return build_result(
+            fusion,
+            clean,
+            inputs,
+            adversarial,
+            adv_pred,
             attacked=self.attacked,
-            labels=used,
-            labels_source=source,
-            targets=None,
-            clean_pred=clean_pred,
-            adv_pred=adv_pred,
-            score=final.float(),
-            success=final,
-            norms=norms,
-            batching="joint",
             toolkit="joint",
             attack_name=self.name,
+            batching="joint",
+            norms=norms,
             budget=budget,
             flags=list(dict.fromkeys(flags)),
             extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps]},

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import EmptySubsetError, UnknownModalityError
 from ..fusion import FusionModel
-from ..runner import AdversarialBatch, clean_forward
+from ..result import AdversarialBatch, clean_pass
 from .attack import JointAttack
 from .plan import ModalityAttack, check_plan
 
@@ -144,11 +144,8 @@ def worst_case_over_subsets(
         )
         for s in wanted
     }
-    from ..runner import _as_class_ids  # noqa: PLC0415
-
-    clean = clean_forward(fusion, inputs)
-    clean_pred = clean.logits.argmax(1)
-    used = clean_pred.clone() if labels is None else _as_class_ids(labels, fusion, clean.logits, "labels")
+    clean = clean_pass(fusion, inputs, labels)
+    clean_pred, used = clean.clean_pred, clean.labels
     own = {s: attacks[s](inputs, used) for s in wanted}
     success: dict[Subset, torch.Tensor] = {}
     source: dict[Subset, list[Subset | None]] = {}
