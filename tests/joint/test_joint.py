@@ -221,8 +221,7 @@ def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys
     """The preset's plumbing (worst-case and alternating cells, table, CSV / JSON, plot) on tiny random models."""
     from mmfusion_attacks.cli import main as cli_main
     from mmfusion_attacks.harness import joint as joint_harness
-    from mmfusion_attacks.models import create_model
-    from mmfusion_attacks.models import vl_training
+    from mmfusion_attacks.models import create_model, vl_training
 
     tiny = {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}}
 
