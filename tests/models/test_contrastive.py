@@ -71,10 +71,11 @@ def test_prompts_are_per_example_and_change_the_logits(fusion, images):
     assert torch.equal(a[0], b[0]) and not torch.equal(a[1, 2], b[1, 2]) and torch.equal(a[1, :2], b[1, :2])
 
 
-def test_image_attack_changes_predictions_prompts_identical(fusion, images):
+@pytest.mark.parametrize("toolkit", ["torchattacks", "art"])
+def test_image_attack_changes_predictions_prompts_identical(fusion, images, toolkit):
     batch = fusion.model.batch(images)
     clean = fusion.predict(batch)
-    atk = make_attack("pgd", fusion, "image", eps=16 / 255, steps=10)
+    atk = make_attack("pgd", fusion, "image", toolkit=toolkit, eps=16 / 255, steps=10)
     result = run_attack(atk, batch, clean)
     assert result.inputs["prompts"] == batch["prompts"]
     assert not torch.equal(result.inputs["image"], batch["image"])
