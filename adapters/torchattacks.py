@@ -54,17 +54,20 @@ SEGMENTATION_SUPPORTED = frozenset({"FGSM", "PGD", "PGDL2", "BIM", "MIFGSM", "EO
 
 
 def _check_unit_range(surface: AttackSurface) -> None:
-    bounds = surface.bounds()
+    """Every attacked modality's valid range, in the surface's units, within [0, 1] (per modality: no
+    batch is needed, so surfaces whose packing depends on the data, images with waveforms, work too)."""
+    lows, highs = [], []
     for name in surface.attacked:
-        if surface.fusion.modalities[name].valid_range is None:
+        r = surface.fusion.modalities[name].valid_range
+        if r is None:
             raise UnsupportedAttackError(
                 f"modality '{name}' is unbounded, but torchattacks clamps every input to [0, 1]: declare its "
                 "valid_range, or use ART"
             )
-    if bounds is None:
-        return
-    lo, hi = bounds
-    if float(torch.as_tensor(lo).min()) < -1e-12 or float(torch.as_tensor(hi).max()) > 1 + 1e-12:
+        lo, hi = (float(surface._to_toolkit(name, torch.tensor(v, dtype=torch.float64))) for v in r)
+        lows.append(lo)
+        highs.append(hi)
+    if min(lows) < -1e-12 or max(highs) > 1 + 1e-12:
         raise UnsupportedAttackError(
             f"the surface shows {list(surface.attacked)} outside [0, 1], but torchattacks clamps every input to "
             "[0, 1]: build it with to_torchattacks(fusion, attacked), which maps each modality onto [0, 1]"

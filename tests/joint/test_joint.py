@@ -252,3 +252,28 @@ def test_joint_benchmark_refuses_bad_options_before_any_work(monkeypatch, capsys
         with pytest.raises(SystemExit) as info:
             joint_harness.main(argv)
         assert info.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_gradient_joint_over_an_image_and_a_waveform():
+    """Modalities of different kinds (an image and an (N, T) waveform) in one toolkit attack."""
+
+    class ImageWave(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dummy = nn.Parameter(torch.zeros(1))
+
+        def forward(self, image, audio):
+            s = -2.0 + 6 * image.flatten(1).mean(1) + 30 * audio.mean(1) + self.dummy
+            return torch.stack([-s, s], 1)
+
+    wave = Modality("audio", "tensor", shape=(None,), valid_range=(-1.0, 1.0)).replace(eps=0.02)
+    fusion = FusionModel(ImageWave(), [IMAGE, wave], num_classes=2).eval()
+    x = {"image": torch.full((2, 1, 4, 8), 0.5), "audio": torch.zeros(2, 160)}
+    atk = JointAttack(fusion, [ModalityAttack("image", "pgd", 0.1, steps=5), ModalityAttack("audio", "pgd", 0.02, steps=5)])
+    assert len(atk.steps) == 1
+    res = atk(x, torch.ones(2, dtype=torch.long))
+    assert float(res.norms["image"]["linf"].max()) == pytest.approx(0.1, abs=1e-6)
+    assert float(res.norms["audio"]["linf"].max()) == pytest.approx(0.02, abs=1e-6)
+    assert res.success.all()  # 0.6 + 0.6 > 1.0: only both together
+    report = worst_case_over_subsets(fusion, atk.plan, x, torch.ones(2, dtype=torch.long))
+    assert report.smallest() == [("image", "audio")] * 2
