@@ -1,6 +1,6 @@
 """Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark), ``mmfusion-attacks defences`` (the
 defences benchmark), ``mmfusion-attacks vl`` (the image+text benchmark), ``mmfusion-attacks joint`` (joint
-attacks and the worst case over modality subsets), ``mmfusion-attacks demo`` and ``mmfusion-attacks text-resources`` (the offline nltk
+attacks and the worst case over modality subsets), ``mmfusion-attacks contrastive`` (the CLIP-like study), ``mmfusion-attacks demo`` and ``mmfusion-attacks text-resources`` (the offline nltk
 data TextAttack needs) (also ``python -m mmfusion_attacks ...``)."""
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("defences", help="adversarial training and defences per modality (options: --help)", add_help=False)
     sub.add_parser("vl", help="the image+text (chest X-ray + report) robustness benchmark (options: --help)", add_help=False)
     sub.add_parser("joint", help="joint attacks and the worst case over modality subsets (options: --help)", add_help=False)
+    sub.add_parser("contrastive", help="the CLIP-like zero-shot model under white/grey/black-box attacks (options: --help)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["rgbt"]:
         from .harness.rgbt import main as rgbt_main
@@ -66,6 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .harness.joint import main as joint_main
 
         joint_main(argv[1:], prog="mmfusion-attacks joint")
+        return 0
+    if argv[:1] == ["contrastive"]:
+        from .harness.contrastive import main as contrastive_main
+
+        contrastive_main(argv[1:], prog="mmfusion-attacks contrastive")
         return 0
     if argv[:1] == ["defences"]:
         from .harness.defences import main as defences_main

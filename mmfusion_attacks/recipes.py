@@ -222,3 +222,68 @@ def _art_fgsm2(fusion, attacked, eps, step, steps, **kw):
 @register_recipe("ifgsm2", "art", targets="least-likely")
 def _art_ifgsm2(fusion, attacked, eps, step, steps, **kw):
     return _art_bim(fusion, attacked, eps, step, steps, targeted=True, **kw)
+
+
+# ---------------------------------------------------------------- ART: minimum-norm and black-box attacks
+@register_recipe("deepfool", "art")
+def _art_deepfool(fusion, attacked, eps, step, steps, **kw):
+    """DeepFool (minimum-norm, white box): ``eps`` is not a budget; ``steps`` is its max_iter."""
+    from art.attacks.evasion import DeepFool
+
+    from .adapters.art import to_art
+
+    kw.setdefault("verbose", False)
+    return DeepFool(to_art(fusion, attacked), max_iter=steps, **kw)
+
+
+@register_recipe("jsma", "art", targets="least-likely")
+def _art_jsma(fusion, attacked, eps, step, steps, **kw):
+    """JSMA (ART's SaliencyMapMethod, white box, L0, always targeted: the least-likely class): ``eps`` is the
+    change per feature (theta), in the estimator's units; gamma (the fraction of features) defaults to 0.1."""
+    from art.attacks.evasion import SaliencyMapMethod
+
+    from .adapters.art import to_art
+
+    est = to_art(fusion, attacked)
+    (theta,) = _art_budgets(est, eps)
+    kw.setdefault("verbose", False)
+    kw.setdefault("gamma", 0.1)
+    return SaliencyMapMethod(est, theta=float(theta) if not hasattr(theta, "shape") else float(theta.max()), **kw)
+
+
+@register_recipe("square", "art")
+def _art_square(fusion, attacked, eps, step, steps, **kw):
+    """Square attack (score-based black box, Linf): ``steps`` is its max_iter (queries per example)."""
+    from art.attacks.evasion import SquareAttack
+
+    from .adapters.art import to_art
+
+    est = to_art(fusion, attacked)
+    (e,) = _art_budgets(est, eps)
+    kw.setdefault("verbose", False)
+    return SquareAttack(est, eps=e, max_iter=steps, **kw)
+
+
+@register_recipe("hopskipjump", "art")
+def _art_hopskipjump(fusion, attacked, eps, step, steps, **kw):
+    """HopSkipJump (decision-based black box, minimum L2 norm): ``eps`` is not a budget; ``steps`` is its
+    max_iter; max_eval / init_eval default low (CPU-sized)."""
+    from art.attacks.evasion import HopSkipJump
+
+    from .adapters.art import to_art
+
+    kw.setdefault("verbose", False)
+    kw.setdefault("max_eval", 200)
+    kw.setdefault("init_eval", 20)
+    shape = _declared_shape(fusion, attacked)  # HopSkipJump reads the input shape when it is built
+    est = to_art(fusion, attacked, **({"input_shape": shape} if shape is not None else {}))
+    return HopSkipJump(est, max_iter=steps, **kw)
+
+
+def _declared_shape(fusion: FusionModel, attacked: str | Sequence[str]) -> tuple[int, ...] | None:
+    """The per-sample shape of one attacked modality whose shape the model declares in full, else None."""
+    names = [attacked] if isinstance(attacked, str) else list(attacked)
+    if len(names) != 1:
+        return None
+    shape = fusion.modality(names[0]).shape
+    return tuple(shape) if shape is not None and all(isinstance(v, int) for v in shape) else None

@@ -543,7 +543,7 @@ def run_transfer(
     for inputs, labels in tqdm(batches, total=total, desc="transfer", disable=None if progress else True, leave=False):
         preds = {}
         for t, model in targets.items():
-            inputs_t = {k: v.to(model.device) for k, v in inputs.items()}
+            inputs_t = _to_device(inputs, model.device, inputs)
             preds[t] = model.predict(inputs_t)
             truth = preds[t] if labels is None else labels.to(model.device)
             n_classes = model.num_classes or int(model(inputs_t).shape[1])
@@ -552,14 +552,14 @@ def run_transfer(
             for _ in range(eval_repeats - 1):
                 clean[t].update(model.predict(inputs_t), truth)
         for s, src in sources.items():
-            inputs_s = {k: v.to(src.device) for k, v in inputs.items()}
+            inputs_s = _to_device(inputs, src.device, inputs)
             truth_s = src.predict(inputs_s) if labels is None else labels.to(src.device)
             crafted = run_attack(built[s], inputs_s, truth_s).inputs
             for t, model in targets.items():
                 truth = preds[t] if labels is None else labels.to(model.device)
                 key = (s, t)
                 adv.setdefault(key, SegmentationMetrics(clean[t].num_classes, ignore_index=model.ignore_index, device=model.device))
-                crafted_t = {k: v.to(model.device) for k, v in crafted.items()}
+                crafted_t = _to_device(crafted, model.device, crafted)
                 for _ in range(eval_repeats):
                     adv[key].update(model.predict(crafted_t), truth)
     if metric == "accuracy":
