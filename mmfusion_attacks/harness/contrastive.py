@@ -158,16 +158,17 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = result["rows"]
-    labels = [f"{r['attack']} / {r['attacked']}" + (" (grey)" if r["box"].startswith("grey") else "") for r in rows]
+    labels = [f"{r['attack']} / {r['attacked']}" + (" (grey)" if r["box"].startswith("grey") else "")
+              + (f" (first {r['examples']})" if r["examples"] != rows[0]["examples"] else "") for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
     ax.barh(range(len(rows)), [r["robust_accuracy"] for r in rows], color=["tab:blue" if "+" not in r["attacked"] else "tab:red" for r in rows])
-    ax.axvline(rows[0]["clean_accuracy"], color="k", linestyle="--", linewidth=1, label="clean")
+    ax.axvline(rows[0]["clean_accuracy"], color="k", linestyle="--", linewidth=1, label=f"clean ({rows[0]['examples']} images)")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("robust accuracy (zero-shot, 10 classes)")
     ax.set_xlim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title("CLIP-like model: robust accuracy per attack and attacked modality")
+    ax.set_title("CLIP-like zero-shot: robust accuracy per attack")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
