@@ -15,6 +15,7 @@ from .mfnet import MFNet  # noqa: E402  (each module registers its factories)
 from .rtfnet import RTFNet  # noqa: E402
 from .smp_fusion import TwoStreamUnet  # noqa: E402
 from .tiny import TinyRGBTSegmenter  # noqa: E402
+from .trimodal import TrimodalNet  # noqa: E402,F401  (registers "trimodal-fusion")
 from .vl import EarlyFusionClassifier, LanguageClassifier, LateFusionClassifier, VisionClassifier  # noqa: E402
 from .weights import WeightsError, WeightsMismatchError, load_weights  # noqa: E402
 

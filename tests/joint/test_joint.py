@@ -233,12 +233,13 @@ def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(vl_training, "vl_synthetic_default", tiny_default)
     out = tmp_path / "joint"
     cli_main(["joint", "--vl-examples", "2", "--queries", "5", "--image-size", "32", "--rgbt-examples", "6", "--rgbt-train", "16",
-              "--rgbt-epochs", "1", "--steps", "1", "--rounds", "1", "--quiet", "--out", str(out)])
+              "--rgbt-epochs", "1", "--steps", "1", "--rounds", "1", "--tri-examples", "8", "--tri-train", "16", "--quiet", "--out", str(out)])
     text = capsys.readouterr().out
     assert "worst case: frontal+lateral+text" in text and "rgb+thermal" in text
     assert (out / "joint.csv").is_file() and (out / "joint.png").is_file() and (out / "results.json").is_file()
     rows = joint_harness.json.loads((out / "joint.json").read_text())["rows"]
-    assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier"}
+    assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier", "late-fusion classifier"}
+    assert len([r for r in rows if r["family"] == "image+text+audio"]) == 7
     vision = {r["cell"]: r for r in rows if r["model"] == "vision"}
     assert vision["worst case: text"]["applies"] is False
     assert vision["worst case: frontal+lateral+text"]["robust_accuracy"] == vision["worst case: frontal+lateral"]["robust_accuracy"]
@@ -277,3 +278,19 @@ def test_gradient_joint_over_an_image_and_a_waveform():
     assert res.success.all()  # 0.6 + 0.6 > 1.0: only both together
     report = worst_case_over_subsets(fusion, atk.plan, x, torch.ones(2, dtype=torch.long))
     assert report.smallest() == [("image", "audio")] * 2
+
+
+def test_synthetic_trimodal_default_is_deterministic_and_the_fused_model_learns_it():
+    from mmfusion_attacks.data import create_dataset
+    from mmfusion_attacks.models import create_model
+    from mmfusion_attacks.models.trimodal import train_trimodal
+
+    a, ya = create_dataset("synthetic-trimodal", split="test", size=40).tensors()
+    b, yb = create_dataset("synthetic-trimodal", split="test", size=40).tensors()
+    assert torch.equal(a["image"], b["image"]) and a["text"] == b["text"] and torch.equal(a["audio"], b["audio"])
+    assert a["image"].shape == (40, 1, 28, 28) and a["audio"].shape == (40, 1, 16, 32) and ya.tolist() == yb.tolist()
+    assert float(a["image"].min()) >= 0 and float(a["audio"].max()) <= 1
+    x, y = create_dataset("synthetic-trimodal", split="train", size=400).tensors()
+    fusion = train_trimodal(create_model("trimodal-fusion"), x, y, epochs=15)
+    assert float((fusion.predict(a) == ya).float().mean()) > 0.7  # chance 0.25
+    assert fusion.model.towers == ("image", "text", "audio")
