@@ -32,7 +32,7 @@ def _example(index: int, split: str, seed: int) -> tuple[np.ndarray, str, np.nda
     label = index % len(TRIMODAL_CLASSES)
     name = TRIMODAL_CLASSES[label]
     image, _ = synthetic_item(int(g.integers(0, 1_000_000)) * len(CLASS_NAMES) + CLASS_NAMES.index(name), split, seed)
-    image = image.astype(np.float32).reshape(28, 28)
+    image = image.astype(np.float32).reshape(28, 28) / 255.0  # uint8 silhouette -> [0, 1]
     if g.random() < 1 / 3:  # a bad frame
         image = 0.35 * image + 0.65 * g.random((28, 28)).astype(np.float32)
     else:

@@ -289,7 +289,8 @@ def test_synthetic_trimodal_default_is_deterministic_and_the_fused_model_learns_
     b, yb = create_dataset("synthetic-trimodal", split="test", size=40).tensors()
     assert torch.equal(a["image"], b["image"]) and a["text"] == b["text"] and torch.equal(a["audio"], b["audio"])
     assert a["image"].shape == (40, 1, 28, 28) and a["audio"].shape == (40, 1, 16, 32) and ya.tolist() == yb.tolist()
-    assert float(a["image"].min()) >= 0 and float(a["audio"].max()) <= 1
+    for name in ("image", "audio"):
+        assert 0 <= float(a[name].min()) and float(a[name].max()) <= 1, name
     x, y = create_dataset("synthetic-trimodal", split="train", size=400).tensors()
     fusion = train_trimodal(create_model("trimodal-fusion"), x, y, epochs=15)
     assert float((fusion.predict(a) == ya).float().mean()) > 0.7  # chance 0.25
