@@ -13,7 +13,8 @@ with per-modality budgets (gradient-joint; :func:`~mmfusion_attacks.joint.plan.b
 Budgets hold against the CLEAN example: a step starts its own modalities from their clean values (the
 other modalities at their current state), so a modality attacked in every round is never more than its
 budget away from the clean input, however many rounds run. With ``stop_at_success`` (default) an
-example leaves the attack at the first step that fools the model and keeps that adversarial.
+example leaves the attack at the first step that fools the model and keeps that adversarial
+(segmentation: an example is fooled when ``success_fraction`` of its valid pixels are wrong).
 
 Every step is :func:`~mmfusion_attacks.runner.run_attack` (or ``perturb_text`` for augmenters): the
 frozen-modality guarantee, pairing and input checks of each toolkit's adapter apply inside.
@@ -26,10 +27,10 @@ from typing import Any
 
 import torch
 
-from ..errors import InvariantViolationError, UnsupportedAttackError
+from ..errors import InvariantViolationError
 from ..fusion import FusionModel
 from ..metrics import perturbation_norms
-from ..result import AdversarialBatch, build_result, clean_pass
+from ..result import AdversarialBatch, build_result, clean_pass, success_of
 from ..runner import run_attack
 from ..surface import frozen_model_state
 from .plan import JointStep, ModalityAttack, build_steps
@@ -71,6 +72,7 @@ class JointAttack:
         rounds: int = 1,
         order: Sequence[str] | None = None,
         stop_at_success: bool = True,
+        success_fraction: float = 0.5,
     ) -> None:
         if not isinstance(fusion, FusionModel):
             raise TypeError(f"JointAttack needs a FusionModel, got {type(fusion).__name__}")
@@ -80,13 +82,15 @@ class JointAttack:
             raise ValueError(f"rounds must be a positive int, got {rounds!r}")
         if orchestration == "sequential" and rounds != 1:
             raise ValueError("rounds > 1 is the 'alternating' orchestration")
-        if fusion.task != "classification":
-            raise UnsupportedAttackError(f"joint attacks score success per example: the model is {fusion.task}")
+        if not (isinstance(success_fraction, (int, float)) and 0.0 < success_fraction <= 1.0):
+            raise ValueError(f"success_fraction must be in (0, 1], got {success_fraction!r}")
         self.fusion = fusion
         self.plan = tuple(plan)
         self.orchestration = orchestration
         self.rounds = rounds
         self.stop_at_success = stop_at_success
+        #: segmentation: the fraction of valid pixels that must be wrong for an example to count as fooled
+        self.success_fraction = float(success_fraction)
         self.steps: list[JointStep] = build_steps(fusion, self.plan, order=order)
 
     @property
@@ -111,7 +115,7 @@ class JointAttack:
         current: dict[str, Any] = {
             k: (v.detach().clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()
         }
-        success = (clean_pred != used).cpu()
+        success = self._fooled(clean_pred, used)
         succeeded_at: list[str | None] = ["clean" if bool(s) else None for s in success]
         queries = torch.zeros(n, dtype=torch.long)
         flags: list[str] = []
@@ -146,8 +150,8 @@ class JointAttack:
         with frozen_model_state(fusion), torch.no_grad():
             adv_logits = fusion(current)
         adv_pred = adv_logits.argmax(1)
-        final = (adv_pred != used).cpu()
-        if self.stop_at_success and bool((success & ~final & (clean_pred == used).cpu()).any()):
+        final = self._fooled(adv_pred, used)
+        if self.stop_at_success and bool((success & ~final & ~self._fooled(clean_pred, used)).any()):
             # a later step never runs on a fooled row, so this is a model that changes between calls
             flags.append("unstable: rows fooled by a step are not fooled by the final batch (a stochastic model?)")
         norms: dict[str, dict[str, torch.Tensor]] = {}
@@ -185,7 +189,12 @@ class JointAttack:
             budget=budget,
             flags=list(dict.fromkeys(flags)),
             extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps]},
+            success_fraction=self.success_fraction,
         )
+
+    def _fooled(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per example: wrong (classification) or wrong on ``success_fraction`` of its valid pixels."""
+        return success_of(self.fusion.task, pred, labels, None, self.fusion.ignore_index, self.success_fraction)[1].cpu()
 
     def _run_step(self, step: JointStep, inputs: dict[str, Any], labels: torch.Tensor) -> AdversarialBatch:
         if step.kind == "text-augment":
@@ -196,4 +205,4 @@ class JointAttack:
             import textattack
 
             textattack.shared.utils.set_seed(step.entries[0].seed)  # recipes draw random edits
-        return run_attack(step.attack, inputs, labels)
+        return run_attack(step.attack, inputs, labels, success_fraction=self.success_fraction)

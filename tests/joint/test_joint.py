@@ -295,3 +295,28 @@ def test_synthetic_trimodal_default_is_deterministic_and_the_fused_model_learns_
     fusion = train_trimodal(create_model("trimodal-fusion"), x, y, epochs=15)
     assert float((fusion.predict(a) == ya).float().mean()) > 0.7  # chance 0.25
     assert fusion.model.towers == ("image", "text", "audio")
+
+
+def test_worst_case_on_a_segmenter_takes_the_most_fooled_pixels_per_example(trained_segmenter):
+    from conftest import make_batch, rule_labels
+
+    from mmfusion_attacks.harness.grid import GridSpec, run_grid, worst_case_cells
+
+    x = make_batch(n=4, seed=7)
+    labels = rule_labels(x)
+    plan = [ModalityAttack("rgb", "pgd", 8 / 255, steps=3), ModalityAttack("ir", "fgsm", 8 / 255)]
+    report = worst_case_over_subsets(trained_segmenter, plan, x, labels, success_fraction=0.2)
+    both = ("rgb", "ir")
+    for s in report.subsets:
+        for t in report.subsets:
+            if set(s) < set(t):
+                assert bool((report.success[s] <= report.success[t]).all())
+    scores = {s: report.own[s].score for s in report.subsets}
+    for i in range(4):
+        src = report.source[both][i]
+        taken = scores[src][i] if src else scores[both][i]
+        assert float(taken) >= max(float(scores[s][i]) for s in report.subsets)
+    assert report.own[both].adv_pred.shape == labels.shape
+    grid = run_grid(trained_segmenter, [(x, labels)], GridSpec(attacks=(), combos=worst_case_cells("w", plan)), progress=False)
+    acc = {r["cell"]: r["accuracy"] for r in grid.rows()}
+    assert acc["w: rgb+ir"] <= min(acc["w: rgb"], acc["w: ir"]) + 1e-9
