@@ -145,6 +145,7 @@ class SubsetCell:
     subset: tuple[str, ...]
     orchestration: str = "sequential"
     rounds: int = 1
+    success_fraction: float = 0.5  # segmentation: the fraction of an image's pixels that must be wrong
 
     @property
     def label(self) -> str:
@@ -155,12 +156,14 @@ class SubsetCell:
         return self.subset
 
 
-def worst_case_cells(group: str, plan: Sequence[ModalityAttack], *, orchestration: str = "sequential", rounds: int = 1) -> list[SubsetCell]:
+def worst_case_cells(
+    group: str, plan: Sequence[ModalityAttack], *, orchestration: str = "sequential", rounds: int = 1, success_fraction: float = 0.5
+) -> list[SubsetCell]:
     """One :class:`SubsetCell` per non-empty subset of the plan's modalities (smallest first)."""
     from ..joint.subsets import all_subsets
 
     plan = tuple(plan)
-    return [SubsetCell(group, plan, s, orchestration, rounds) for s in all_subsets([e.modality for e in plan])]
+    return [SubsetCell(group, plan, s, orchestration, rounds, success_fraction) for s in all_subsets([e.modality for e in plan])]
 
 
 @dataclass
@@ -228,6 +231,9 @@ class GridResult:
                 }
             else:
                 row = {"cell": cell.label, "attacked": "+".join(m_.upper() for m_ in cell.attacked), "accuracy": m.pixel_accuracy()}
+                if cell not in self.counts:  # segmentation
+                    row.update({"mAcc": m.macc(include), "mIoU": m.miou(include),
+                                "IoU_R": m.miou(include) / clean if clean > 0 else float("nan")})
             if cell in self.on_target:
                 hit, total = self.on_target[cell]
                 row["target_rate"] = hit / max(total, 1)
@@ -370,7 +376,7 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dic
     out: dict[SubsetCell, tuple[torch.Tensor, bool]] = {}
     with torch.no_grad():
         clean_pred = fusion(inputs).argmax(1)
-    for (_, plan, orchestration, rounds), members in groups.items():
+    for (_, plan, orchestration, rounds, fraction), members in groups.items():
         # a model that lacks some modalities of a subset is attacked on the part it reads (a perturbation of a
         # modality it never sees changes nothing): the superset's row is then its readable subset's
         readable = {c: tuple(m for m in c.subset if m in fusion.modalities) for c in members}
@@ -382,7 +388,7 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dic
             continue
         report = worst_case_over_subsets(
             fusion, [e for e in plan if e.modality in fusion.modalities], inputs, labels,
-            subsets=parts, orchestration=orchestration, rounds=rounds,
+            subsets=parts, orchestration=orchestration, rounds=rounds, success_fraction=fraction,
         )
         for c, part in readable.items():
             if not part:
@@ -435,7 +441,7 @@ def run_grid(
     groups: dict[tuple, list[SubsetCell]] = {}
     for c in cells:
         if isinstance(c, SubsetCell):
-            groups.setdefault((c.group, c.plan, c.orchestration, c.rounds), []).append(c)
+            groups.setdefault((c.group, c.plan, c.orchestration, c.rounds, c.success_fraction), []).append(c)
     clean: SegmentationMetrics | None = None
     metrics: dict[Any, SegmentationMetrics] = {}
     counts: dict[Any, CellCounts] = {c: CellCounts() for c in cells} if classification else {}

@@ -231,14 +231,20 @@ def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys
         return create_model(arch, **({} if arch == "vl-language" else tiny), **extra).eval()
 
     monkeypatch.setattr(vl_training, "vl_synthetic_default", tiny_default)
+    import mmfusion_attacks.zoo as zoo
+
+    monkeypatch.setattr(zoo, "synthetic_default", lambda arch, **kw: create_model("tiny-rgbt-segmenter", num_classes=9).eval())
     out = tmp_path / "joint"
     cli_main(["joint", "--vl-examples", "2", "--queries", "5", "--image-size", "32", "--rgbt-examples", "6", "--rgbt-train", "16",
-              "--rgbt-epochs", "1", "--steps", "1", "--rounds", "1", "--tri-examples", "8", "--tri-train", "16", "--quiet", "--out", str(out)])
+              "--rgbt-epochs", "1", "--steps", "1", "--rounds", "1", "--tri-examples", "8", "--tri-train", "16", "--seg-examples", "2", "--quiet", "--out", str(out)])
     text = capsys.readouterr().out
     assert "worst case: frontal+lateral+text" in text and "rgb+thermal" in text
     assert (out / "joint.csv").is_file() and (out / "joint.png").is_file() and (out / "results.json").is_file()
     rows = joint_harness.json.loads((out / "joint.json").read_text())["rows"]
-    assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier", "late-fusion classifier"}
+    assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier", "late-fusion classifier",
+                                          "MFNet (segmentation)"}
+    seg = {r["cell"]: r for r in rows if r["family"] == "rgb+thermal segmentation"}
+    assert seg["worst case: rgb+ir"]["robust_accuracy"] <= min(seg["worst case: rgb"]["robust_accuracy"], seg["worst case: ir"]["robust_accuracy"])
     assert len([r for r in rows if r["family"] == "image+text+audio"]) == 7
     vision = {r["cell"]: r for r in rows if r["model"] == "vision"}
     assert vision["worst case: text"]["applies"] is False
