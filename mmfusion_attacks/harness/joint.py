@@ -197,15 +197,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     families = list(dict.fromkeys(r["family"] for r in result["rows"]))
-    fig, axes = plt.subplots(1, len(families), figsize=(6 * len(families), 4), squeeze=False)
-    for ax, family in zip(axes[0], families):
+    cols = min(2, len(families))
+    nrows = -(-len(families) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(families):]:
+        ax.set_visible(False)
+    for ax, family in zip(axes.flat, families):
         rows = [r for r in result["rows"] if r["family"] == family and r["cell"].startswith("worst case")]
         cells = list(dict.fromkeys(r["cell"][len("worst case: "):] for r in rows))
         for model in dict.fromkeys(r["model"] for r in rows):
             ys = [next(r["robust_accuracy"] for r in rows if r["model"] == model and r["cell"].endswith(": " + c)) for c in cells]
             ax.plot(range(len(cells)), ys, marker="o", label=model)
         ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
-        ax.set_ylabel("robust accuracy")
+        ax.set_ylabel("pixel accuracy" if "segmentation" in family else "robust accuracy")
         ax.set_ylim(0, 1)
         ax.set_title(f"{family}: worst case per attacked subset")
         ax.legend(fontsize=8)
