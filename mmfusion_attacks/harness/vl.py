@@ -106,10 +106,10 @@ def _train_on(arch: str, train_set: Any, args: argparse.Namespace, fingerprint: 
     from ..models.vl_training import (
         SYNTHETIC_CONFIGS,
         SYNTHETIC_RECIPES,
-        _load_state,
-        _rebuilt_prefixes,
-        _save_state,
         data_cache_name,
+        load_state,
+        rebuilt_prefixes,
+        save_state,
         train_classifier,
     )
     from ..zoo import cache_dir
@@ -117,15 +117,15 @@ def _train_on(arch: str, train_set: Any, args: argparse.Namespace, fingerprint: 
     path = cache_dir() / data_cache_name(arch, "iu-xray", fingerprint, args.seed)
     torch.manual_seed(args.seed)  # the initial weights do not depend on which models were built before
     fusion = create_model(arch, **SYNTHETIC_CONFIGS[arch])
-    skip = _rebuilt_prefixes(SYNTHETIC_CONFIGS[arch], fusion)
+    skip = rebuilt_prefixes(SYNTHETIC_CONFIGS[arch], fusion)
     if path.is_file():
-        _load_state(fusion, path, skip)
+        load_state(fusion, path, skip)
         return fusion.to(args.device).eval()
     batch, labels = train_set.tensors()
     batch = {k: v for k, v in batch.items() if k in fusion.modalities}
     fusion = train_classifier(fusion.to(args.device), batch, labels, seed=args.seed, device=args.device,
                               progress=not args.quiet, **SYNTHETIC_RECIPES[arch].kwargs())
-    _save_state(fusion, path, skip)
+    save_state(fusion, path, skip)
     return fusion.eval()
 
 

@@ -37,6 +37,9 @@ __all__ = [
     "accuracy",
     "vl_synthetic_default",
     "data_cache_name",
+    "save_state",
+    "load_state",
+    "rebuilt_prefixes",
 ]
 
 #: bump when the synthetic data, a config or a recipe changes, so stale caches are not reused
@@ -355,7 +358,7 @@ _TEXT_MEMO: dict[tuple, torch.Tensor] = {}
 _PACKAGED_ENCODER = "text_tower.model."
 
 
-def _save_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
+def save_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
     """Save ``fusion.model``'s state dict without the entries under the prefixes ``skip`` (atomically)."""
     state = {k: v for k, v in fusion.model.state_dict().items() if not k.startswith(tuple(skip))}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,8 +367,8 @@ def _save_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
     tmp.replace(path)
 
 
-def _load_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
-    """Load a state dict saved by :func:`_save_state`: every entry not under ``skip`` must be there."""
+def load_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
+    """Load a state dict saved by :func:`save_state`: every entry not under ``skip`` must be there."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     missing, unexpected = fusion.model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(tuple(skip))]
@@ -379,7 +382,7 @@ def _spec_digest(arch: str) -> str:
     return hashlib.sha1(spec.encode()).hexdigest()[:8]
 
 
-def _rebuilt_prefixes(config: Mapping[str, Any], fusion: FusionModel) -> tuple[str, ...]:
+def rebuilt_prefixes(config: Mapping[str, Any], fusion: FusionModel) -> tuple[str, ...]:
     """State-dict prefixes a cache leaves out: the frozen packaged MiniLM is rebuilt from the package,
     so the cache holds only the trained weights."""
     return (_PACKAGED_ENCODER,) if config.get("encoder") is None and config.get("freeze_text") and "text" in fusion.names else ()
@@ -425,9 +428,9 @@ def vl_synthetic_default(
     path = cache_dir() / _cache_name(arch, n_train, image_size, seed)
     torch.manual_seed(seed)
     fusion = create_model(arch, **config)
-    skip = _rebuilt_prefixes(config, fusion)
+    skip = rebuilt_prefixes(config, fusion)
     if cache and path.is_file():
-        _load_state(fusion, path, skip)
+        load_state(fusion, path, skip)
         return fusion.to(device).eval()
     data = create_dataset("synthetic-xray-reports", split="train", size=n_train, image_size=image_size, seed=seed)
     batch, labels = data.tensors()
@@ -441,5 +444,5 @@ def vl_synthetic_default(
         features["text"] = _TEXT_MEMO[key]
     train_classifier(fusion, batch, labels, **recipe.kwargs(), seed=seed, device=device, progress=progress, features=features)
     if cache:
-        _save_state(fusion, path, skip)
+        save_state(fusion, path, skip)
     return fusion.eval()

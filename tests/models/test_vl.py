@@ -363,16 +363,16 @@ def test_partial_state_round_trip(tmp_path):
     """The cache of a default with the packaged frozen encoder holds only the trained weights."""
     fusion = tiny("vl-late-fusion", freeze_text=True)
     path = tmp_path / "s.pt"
-    T._save_state(fusion, path, ("text_tower.model.",))
+    T.save_state(fusion, path, ("text_tower.model.",))
     saved = torch.load(path, weights_only=True)
     assert saved and not any(k.startswith("text_tower.model.") for k in saved)
     fresh = tiny("vl-late-fusion", freeze_text=True)  # same seed: the same (random) encoder
     with torch.no_grad():
         for p in fresh.model.head.parameters():
             p.zero_()
-    T._load_state(fresh, path, ("text_tower.model.",))
+    T.load_state(fresh, path, ("text_tower.model.",))
     batch = inputs_for(fusion, stand_in(2)[0])
     with torch.no_grad():
         assert torch.equal(fresh(batch), fusion(batch))
     with pytest.raises(RuntimeError, match="do not fit"):
-        T._load_state(fresh, path, ())
+        T.load_state(fresh, path, ())
