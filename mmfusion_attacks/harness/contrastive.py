@@ -20,7 +20,6 @@ that an attacker must hit both modalities. Columns: clean and robust accuracy, a
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from collections.abc import Sequence
@@ -31,8 +30,8 @@ import torch
 
 from ..joint import ModalityAttack
 from .grid import ComboCell, GridSpec, Step, run_grid, run_transfer, worst_case_cells
-from .options import count, device_problem, number, out_dir_problem, resolve_device
-from .report import save_rows
+from .options import checked_args, count, device_problem, number, out_dir_problem
+from .report import save_run
 
 __all__ = ["main", "build_parser", "option_problems", "study_cells"]
 
@@ -207,19 +206,7 @@ def option_problems(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    problems = option_problems(args)
-    if problems:
-        parser.error("; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
-    args.device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    args = checked_args(build_parser(prog), argv, option_problems)
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    save_rows(result["rows"], out, "contrastive", extra={"meta": result["meta"]})
-    plot(result, out / "contrastive.png")
-    print(format_table(result))
-    print(f"\nwrote {out}/results.json, contrastive.csv/json, contrastive.png ({result['seconds']['total']:.0f} s)")
+    save_run(result, args.out, "contrastive", plot=plot, table=format_table)
     return result

@@ -27,7 +27,6 @@ subsets (per example, the best of its own run and its subsets').
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,8 +37,8 @@ import torch
 from ..data import create_dataset
 from ..joint import ModalityAttack
 from .grid import GridSpec, JointCell, run_grid, worst_case_cells
-from .options import count, device_problem, number, out_dir_problem, resolve_device
-from .report import save_rows
+from .options import checked_args, count, device_problem, number, out_dir_problem
+from .report import save_run
 
 __all__ = ["main", "build_parser", "option_problems", "vl_plan", "rgbt_plan"]
 
@@ -258,19 +257,7 @@ def option_problems(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    problems = option_problems(args)
-    if problems:
-        parser.error("; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
-    args.device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    args = checked_args(build_parser(prog), argv, option_problems)
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    save_rows(result["rows"], out, "joint", extra={"meta": result["meta"]})
-    plot(result, out / "joint.png")
-    print(format_table(result))
-    print(f"\nwrote {out}/results.json, joint.csv/json, joint.png ({result['seconds']['total']:.0f} s)")
+    save_run(result, args.out, "joint", plot=plot, table=format_table)
     return result

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["count", "number", "device_problem", "out_dir_problem", "duplicates", "resolve_device"]
+__all__ = ["count", "number", "device_problem", "out_dir_problem", "duplicates", "resolve_device", "checked_args"]
 
 
 def count(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
@@ -109,3 +109,20 @@ def duplicates(values: Iterable, option: str, key: Callable = lambda v: v, what:
         return None
     shown = "; ".join(f"{' and '.join(str(v) for v in values if key(v) == k)} are the same {what} ({k})" for k in twice)
     return f"argument {option}: {shown}; give each once"
+
+
+def checked_args(
+    parser: argparse.ArgumentParser, argv: Iterable[str] | None, problems: Callable[[argparse.Namespace], list[str]]
+) -> argparse.Namespace:
+    """Parse ``argv``, report every problem ``problems(args)`` finds through ``parser.error`` (exit 2, before
+    any work), then resolve ``--device auto`` and seed torch with ``--seed``: the start of every preset's main."""
+    import torch
+
+    args = parser.parse_args(None if argv is None else list(argv))
+    found = problems(args)
+    if found:
+        parser.error("; ".join(found) if len(found) == 1 else "\n  " + "\n  ".join(found))
+    args.device = resolve_device(args.device)
+    torch.manual_seed(args.seed)
+    return args
+

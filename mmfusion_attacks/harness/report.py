@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MF_PALETTE", "colorize", "format_study_table", "save_rows", "plot_curves", "save_qualitative", "format_matrix"]
+__all__ = ["MF_PALETTE", "colorize", "format_study_table", "save_rows", "save_run", "plot_curves", "save_qualitative", "format_matrix"]
 
 #: MF dataset colours (MFNet-pytorch util.get_palette): unlabeled, car, person, bike, curve, car_stop,
 #: guardrail, color_cone, bump.
@@ -57,6 +57,19 @@ def format_matrix(values: Mapping[tuple[str, str], float], title: str) -> str:
     for s in sources:
         lines.append(f"{s:<28}" + "".join(f"{values[(s, t)]:.3f}".rjust(w) for t in targets))
     return "\n".join(lines)
+
+
+def save_run(result: Mapping[str, Any], out: str | Path, stem: str, *, plot: Any, table: Any, extra_keys: Sequence[str] = ()) -> Path:
+    """A preset's outputs: ``results.json`` (everything), ``<stem>.csv`` / ``.json`` (rows, meta and
+    ``extra_keys``), ``<stem>.png`` (``plot(result, path)``); prints ``table(result)`` and what was written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    save_rows(result["rows"], out, stem, extra={"meta": result["meta"], **{k: result[k] for k in extra_keys}})
+    plot(result, out / f"{stem}.png")
+    print(table(result))
+    print(f"\nwrote {out}/results.json, {stem}.csv/json, {stem}.png ({result['seconds']['total']:.0f} s)")
+    return out
 
 
 def save_rows(rows: Sequence[Mapping[str, Any]], out: Path, stem: str, extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:

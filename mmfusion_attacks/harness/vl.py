@@ -17,7 +17,6 @@ X-ray folder (``indiana_reports.csv``, ``indiana_projections.csv``, images), tra
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +27,8 @@ import torch
 from ..data import create_dataset
 from ..fusion import FusionModel
 from .grid import ComboCell, GridSpec, Step, run_grid
-from .options import count, device_problem, duplicates, number, out_dir_problem, resolve_device
-from .report import save_rows
+from .options import checked_args, count, device_problem, duplicates, number, out_dir_problem
+from .report import save_run
 
 __all__ = ["main", "build_parser", "option_problems", "study_cells", "MODELS", "IMAGES", "measure_feature_cache"]
 
@@ -390,19 +389,7 @@ def _resource_problems(args: argparse.Namespace) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    problems = option_problems(args)
-    if problems:
-        parser.error("; ".join(problems) if len(problems) == 1 else "\n  " + "\n  ".join(problems))
-    args.device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
+    args = checked_args(build_parser(prog), argv, option_problems)
     result = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=str))
-    save_rows(result["rows"], out, "vl_fusion", extra={"meta": result["meta"], "speed": result["speed"]})
-    plot(result, out / "vl_fusion.png")
-    print(format_table(result))
-    print(f"\nwrote {out}/results.json, vl_fusion.csv/json, vl_fusion.png ({result['seconds']['total']:.0f} s)")
+    save_run(result, args.out, "vl_fusion", plot=plot, table=format_table, extra_keys=("speed",))
     return result

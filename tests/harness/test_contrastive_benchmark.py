@@ -3,6 +3,8 @@ changes zero-shot predictions while the prompts stay identical)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -58,7 +60,6 @@ def test_every_image_attack_changes_zero_shot_predictions_with_the_prompts_ident
 def test_contrastive_benchmark_end_to_end_on_a_tiny_model(monkeypatch, tmp_path, capsys):
     import mmfusion_attacks.models as models
     from mmfusion_attacks.cli import main as cli_main
-    from mmfusion_attacks.harness import contrastive
 
     real = models.create_model
     monkeypatch.setattr(models, "create_model", lambda name, **kw: tiny_zero_shot(seed=kw.get("seed", 0)) if name == "clip-like" else real(name, **kw))
@@ -66,7 +67,7 @@ def test_contrastive_benchmark_end_to_end_on_a_tiny_model(monkeypatch, tmp_path,
     cli_main(["contrastive", "--examples", "6", "--slow-examples", "2", "--steps", "2", "--queries", "10", "--square-queries", "5",
               "--hsj-iter", "1", "--deepfool-iter", "3", "--no-jsma", "--eps-255", "16", "--out", str(out)])
     text = capsys.readouterr().out
-    rows = contrastive.json.loads((out / "contrastive.json").read_text())["rows"]
+    rows = json.loads((out / "contrastive.json").read_text())["rows"]
     attacks = {(r["attack"], r["attacked"], r["box"].split()[0]) for r in rows}
     assert {("PGD", "image", "white"), ("SQUARE", "image", "black"), ("HOPSKIPJUMP", "image", "black"), ("PGD", "image", "grey"),
             ("DEEPWORDBUG", "prompts", "black"), ("PGD + DEEPWORDBUG (worst case)", "image+prompts", "white")} <= attacks

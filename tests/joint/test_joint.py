@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -220,7 +222,6 @@ def test_grid_worst_case_on_a_model_that_lacks_a_modality():
 def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys):
     """The preset's plumbing (worst-case and alternating cells, table, CSV / JSON, plot) on tiny random models."""
     from mmfusion_attacks.cli import main as cli_main
-    from mmfusion_attacks.harness import joint as joint_harness
     from mmfusion_attacks.models import create_model, vl_training
 
     tiny = {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}}
@@ -240,7 +241,7 @@ def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys
     text = capsys.readouterr().out
     assert "worst case: frontal+lateral+text" in text and "rgb+thermal" in text
     assert (out / "joint.csv").is_file() and (out / "joint.png").is_file() and (out / "results.json").is_file()
-    rows = joint_harness.json.loads((out / "joint.json").read_text())["rows"]
+    rows = json.loads((out / "joint.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier", "late-fusion classifier",
                                           "MFNet (segmentation)"}
     seg = {r["cell"]: r for r in rows if r["family"] == "rgb+thermal segmentation"}
