@@ -370,12 +370,10 @@ def _build_joint(cell: JointCell, fusion: FusionModel) -> JointAttack | None:
     return JointAttack(fusion, plan, orchestration=cell.orchestration, rounds=cell.rounds, order=order)
 
 
-def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, counts) -> dict[SubsetCell, tuple[torch.Tensor, bool]]:
+def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, counts) -> dict[SubsetCell, tuple[torch.Tensor, bool]]:
     """Each group's worst case on this batch: per cell, the predictions after the best of its own run and
     its subsets' (the clean predictions where the model does not read the whole subset)."""
     out: dict[SubsetCell, tuple[torch.Tensor, bool]] = {}
-    with torch.no_grad():
-        clean_pred = fusion(inputs).argmax(1)
     for (_, plan, orchestration, rounds, fraction), members in groups.items():
         # a model that lacks some modalities of a subset is attacked on the part it reads (a perturbation of a
         # modality it never sees changes nothing): the superset's row is then its readable subset's
@@ -464,7 +462,7 @@ def run_grid(
             metrics = {c: SegmentationMetrics(n_classes, ignore_index=fusion.ignore_index, device=device) for c in cells}
         clean.update(clean_pred, labels)
         results: dict[Any, AdversarialBatch] = {}
-        subset_preds = _run_worst_cases(groups, fusion, inputs, labels, counts if classification else None)
+        subset_preds = _run_worst_cases(groups, fusion, inputs, labels, clean_pred, counts if classification else None)
         for cell in cells:
             current, current_logits, cl, result = inputs, logits, clean_logits, None
             applied = False
