@@ -30,7 +30,7 @@ import torch
 from ..errors import InvariantViolationError
 from ..fusion import FusionModel
 from ..metrics import perturbation_norms
-from ..result import AdversarialBatch, build_result, clean_pass, success_of
+from ..result import AdversarialBatch, CleanLogits, build_result, clean_pass, success_of
 from ..runner import run_attack
 from ..surface import frozen_model_state
 from .plan import JointStep, ModalityAttack, build_steps
@@ -108,9 +108,11 @@ class JointAttack:
     def __call__(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
         return self.run(inputs, labels)
 
-    def run(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
+    def run(self, inputs: Mapping[str, Any], labels: Any = None, *, clean_logits: CleanLogits | None = None) -> AdversarialBatch:
+        """``clean_logits``: :func:`~mmfusion_attacks.result.clean_forward` of ``inputs`` when several attacks run
+        on one batch (checked against it)."""
         fusion = self.fusion
-        clean = clean_pass(fusion, inputs, labels)
+        clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits)
         n, clean_pred, used = clean.n, clean.clean_pred, clean.labels
         current: dict[str, Any] = {
             k: (v.detach().clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()

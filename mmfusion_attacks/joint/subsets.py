@@ -20,7 +20,7 @@ import torch
 
 from ..errors import EmptySubsetError, UnknownModalityError
 from ..fusion import FusionModel
-from ..result import AdversarialBatch, clean_pass
+from ..result import AdversarialBatch, clean_forward, clean_pass
 from .attack import JointAttack
 from .plan import ModalityAttack, check_plan
 
@@ -152,9 +152,10 @@ def worst_case_over_subsets(
         )
         for s in wanted
     }
-    clean = clean_pass(fusion, inputs, labels)
+    logits = clean_forward(fusion, inputs)  # one clean forward for every subset's run
+    clean = clean_pass(fusion, inputs, labels, clean_logits=logits)
     clean_pred, used = clean.clean_pred, clean.labels
-    own = {s: attacks[s](inputs, used) for s in wanted}
+    own = {s: attacks[s].run(inputs, used, clean_logits=logits) for s in wanted}
     success: dict[Subset, torch.Tensor] = {}
     source: dict[Subset, list[Subset | None]] = {}
     weaker: dict[Subset, list[int]] = {}
