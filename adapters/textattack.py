@@ -52,7 +52,7 @@ from mmfusion_attacks.runner import AttackDriver, register_driver
 from mmfusion_attacks.surface import frozen_model_state
 from mmfusion_attacks.text.resources import import_textattack
 
-textattack = import_textattack()
+textattack = import_textattack(feature="The TextAttack adapter (FusionModelWrapper, TextAttack attacks)")
 from textattack.goal_functions import UntargetedClassification  # noqa: E402
 from textattack.models.wrappers import ModelWrapper  # noqa: E402
 from textattack.shared import validators as _validators  # noqa: E402

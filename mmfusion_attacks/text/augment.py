@@ -55,7 +55,7 @@ from typing import Any
 from ..errors import TextInputError
 from .resources import import_textattack, require_wordnet
 
-textattack = import_textattack()
+textattack = import_textattack(feature="The text augmenters (SynonymSubstitution, WordDeletion)")
 
 from nltk.corpus import stopwords as _nltk_stopwords  # noqa: E402  (after import_textattack set the path)
 from textattack.augmentation import Augmenter  # noqa: E402

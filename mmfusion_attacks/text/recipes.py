@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingResourceError
+from ..extras import ensure
 from .resources import (
     GET_RESOURCES_HINT,
     find_nltk_resource,
@@ -131,6 +132,9 @@ def _module(name: str) -> Callable[[], bool]:
 
     return check
 
+
+#: named in the error raised without the 'text' extra
+_FEATURE = "TextAttack recipes"
 
 _WITH_INTERNET = "on a machine with internet (or copy TextAttack's cache folder, TA_CACHE_DIR, from one)"
 
@@ -410,6 +414,7 @@ def check_text_attack_resources(name: str, **options: Any) -> None:
     """Raise :class:`MissingResourceError` for the first missing resource of attack ``name`` (with
     these options); never downloads. Stopwords and WordNet are prepared from local sources first."""
     entry = get_text_attack(name)
+    ensure("textattack", feature=_FEATURE)
     needs = entry.needs_for(options)
     missing = []
     for n in needs:  # cheap file / cache look-ups first
@@ -463,9 +468,10 @@ def build_text_attack(name: str, model_wrapper: Any, *, query_budget: int | None
         raise ValueError(f"build_text_attack({name!r}): query_budget must be a positive int, got {query_budget!r}")
     if entry.name == "bad-characters":
         _check_bad_characters(options)
+    ensure("textattack", feature=_FEATURE)
     if check_resources:
         check_text_attack_resources(entry.name, **options)
-    import_textattack()
+    import_textattack(feature=_FEATURE)
     build = _resolve_target(entry.target)
     if check_resources:
         with _no_nltk_downloads():  # e.g. WordSwapWordNet's nltk.download("omw-1.4") on every construction

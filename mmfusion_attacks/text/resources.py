@@ -43,6 +43,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ..errors import MissingResourceError
+from ..extras import ensure, require
 
 __all__ = [
     "TextResource",
@@ -202,6 +203,11 @@ def default_data_dir() -> Path:
     return cache_dir() / "nltk_data"
 
 
+def _nltk() -> ModuleType:
+    """nltk (installed with TextAttack by the 'text' extra), or :class:`MissingExtraError` naming the extra."""
+    return require("nltk", feature="the offline text resources (nltk)")
+
+
 def textattack_cache_dir() -> Path:
     """TextAttack's own cache dir, as it computes it: ``$TA_CACHE_DIR`` else ``~/.cache/textattack``."""
     return Path(os.environ.get("TA_CACHE_DIR", os.path.expanduser("~/.cache/textattack")))
@@ -213,7 +219,7 @@ def _resolve(data_dir: str | Path | None) -> Path:
 
 def _other_nltk_paths(data_dir: Path) -> list[str]:
     """nltk's search path without our own directory (sources to copy from)."""
-    import nltk
+    nltk = _nltk()
 
     out = []
     for p in nltk.data.path:
@@ -228,7 +234,7 @@ def _other_nltk_paths(data_dir: Path) -> list[str]:
 
 def find_nltk_resource(resource: str, paths: list[str] | None = None):
     """``nltk.data.find`` that returns None instead of raising (``paths`` None: nltk's search path)."""
-    import nltk
+    nltk = _nltk()
 
     try:
         return nltk.data.find(resource, paths=paths)
@@ -239,7 +245,7 @@ def find_nltk_resource(resource: str, paths: list[str] | None = None):
 @contextlib.contextmanager
 def _on_nltk_path(folder: str | Path) -> Iterator[None]:
     """``folder`` on nltk's search path for the duration of the block."""
-    import nltk
+    nltk = _nltk()
 
     s = str(folder)
     nltk.data.path.append(s)
@@ -252,7 +258,7 @@ def _on_nltk_path(folder: str | Path) -> Iterator[None]:
 
 def _use_data_dir(data_dir: Path) -> None:
     """Put ``data_dir`` first on nltk's search path (this process only; subprocesses: NLTK_DATA)."""
-    import nltk
+    nltk = _nltk()
 
     s = str(data_dir)
     if s in nltk.data.path:
@@ -355,7 +361,7 @@ def _write_stopwords(data_dir: Path, words: list[str], source: str, origin: str)
 
 def _nltk_download(package: str, data_dir: Path) -> tuple[bool, str]:
     """``nltk.download`` into ``data_dir``; returns (ok, its messages). Offline it fails in milliseconds."""
-    import nltk
+    nltk = _nltk()
 
     buf = io.StringIO()
     paths = list(nltk.data.path)
@@ -664,8 +670,11 @@ _TEXTATTACK: ModuleType | None = None
 _IMPORT_LOCK = threading.Lock()
 
 
-def import_textattack(data_dir: str | Path | None = None) -> ModuleType:
+def import_textattack(data_dir: str | Path | None = None, *, feature: str = "TextAttack") -> ModuleType:
     """The ``textattack`` module, imported once, offline.
+
+    Without the 'text' extra raises :class:`~mmfusion_attacks.extras.MissingExtraError` naming
+    ``feature`` and the extra, before anything is prepared.
 
     Before the import: prepares the resources (no download), puts the nltk data dir first on
     ``nltk.data.path``, makes sure TextAttack's post-install marker exists (so it never tries its six
@@ -682,6 +691,7 @@ def import_textattack(data_dir: str | Path | None = None) -> ModuleType:
             if data_dir is not None:
                 _use_data_dir(_resolve(data_dir))
             return _TEXTATTACK
+        ensure("textattack", feature=feature)  # fail fast, before the resources are prepared
         require_stopwords(data_dir)  # also prepares WordNet when present, writes the marker, sets nltk's path
         marker = textattack_cache_dir() / TEXTATTACK_MARKER
         if not marker.is_file():
@@ -698,7 +708,7 @@ def import_textattack(data_dir: str | Path | None = None) -> ModuleType:
         keys = (*TEXTATTACK_ENV_VARS, "TOKENIZERS_PARALLELISM")
         saved = {k: os.environ.get(k) for k in keys}
         try:
-            import textattack
+            textattack = require("textattack", feature=feature)
         finally:
             for k, v in saved.items():
                 if v is not None:
