@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: .venv with mmfusion-attacks (editable) and its dev tools.
+# Idempotent set-up: .venv with mmfusion-attacks (editable) with every extra ([all]: the text side) and its dev tools.
 # Re-installs only when pyproject.toml changed since the last successful set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setting up .venv (first run downloads torch and the toolkits: a few minutes)..." >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[all,dev]"
   echo "$want" > "$stamp"
 fi
 # Offline nltk data for TextAttack: stopwords and WordNet 3.0 (from Debian's wordnet-base packages,
