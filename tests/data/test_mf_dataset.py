@@ -107,7 +107,7 @@ def test_opaque_alpha_is_not_read_as_thermal(tmp_path):
     rgb = np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(rgb).convert("RGBA").save(path)  # an ordinary RGB picture with an opaque alpha channel
     assert Image.open(path).mode == "RGBA"
-    ds = create_dataset("mf", root=root, split="test")  # the header is that of a real frame
+    ds = create_dataset("mf", root=root, split="test", validate="headers")  # the header is that of a real frame
     ds[0]
     with pytest.raises(ValueError, match=f"{path}.*channel 3.*255 at every pixel"):
         ds[1]
@@ -191,9 +191,11 @@ def test_header_checks(tmp_path):
 def test_pixels_validation_reads_every_frame_up_front(tmp_path):
     root = make_mf_fixture(tmp_path / "MF", size=(8, 8))
     Image.fromarray(np.full((8, 8), 12, np.uint8)).save(root / "labels" / "00003D.png")
-    create_dataset("mf", root=root, split="test")  # headers cannot see class ids
+    create_dataset("mf", root=root, split="test", validate="headers")  # headers cannot see class ids
     with pytest.raises(ValueError, match="00003D.*class 12"):
         create_dataset("mf", root=root, split="test", validate="pixels")
+    with pytest.raises(ValueError, match="00003D.*class 12"):
+        create_dataset("mf", root=root, split="test")  # the default
 
 
 # -- sizes, RGB label maps, truncated files ---------------------------------------------------------
@@ -218,7 +220,7 @@ def test_rgb_labels_must_have_equal_channels(tmp_path):
     coloured = np.stack([ids, (ids + 1) % 9, ids], 2)  # channel 0 alone looks like valid ids
     coloured[..., 1][ids == 3] = 3
     Image.fromarray(coloured).save(path)
-    ds = create_dataset("mf", root=root, split="test")  # the header (mode RGB) is allowed
+    ds = create_dataset("mf", root=root, split="test", validate="headers")  # the header (mode RGB) is allowed
     with pytest.raises(MFImageError, match=rf"{re.escape(str(path))}.*3 channels that differ at \d+ pixel"):
         ds[1]
     with pytest.raises(MFImageError, match="00002N"):
@@ -232,7 +234,7 @@ def test_truncated_png_names_the_file(tmp_path, folder, kind):
     root = make_mf_fixture(tmp_path / "MF", size=(64, 64))
     path = root / folder / "00003D.png"
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # the header survives, the pixels do not
-    ds = create_dataset("mf", root=root, split="test")  # headers are readable
+    ds = create_dataset("mf", root=root, split="test", validate="headers")  # headers are readable
     with pytest.raises(MFImageError, match=rf"MF {kind} '00003D' \({re.escape(str(path))}\) cannot be decoded.*truncated"):
         ds[2]
     with pytest.raises(MFImageError, match=re.escape(str(path))):
@@ -245,3 +247,87 @@ def test_split_file_that_is_not_utf8(tmp_path):
     (root / "val.txt").write_bytes(b"00001D\n0000\xff2N\n")
     with pytest.raises(ValueError, match=r"val\.txt line 2: byte\(s\) ff are not UTF-8"):
         create_dataset("mf", root=root, split="val")
+
+
+# -- every frame checked before the first item is read (validate="pixels", on_error) -------------------
+
+
+def _break_two_frames(root):
+    """A truncated image in the middle of the split and a label map with class 12."""
+    image = root / "images" / "00002N.png"
+    image.write_bytes(image.read_bytes()[: len(image.read_bytes()) // 2])
+    labels = root / "labels" / "00004D.png"
+    Image.fromarray(np.full((64, 64), 12, np.uint8)).save(labels)
+    return image, labels
+
+
+NAMES = ("00001D", "00002N", "00003D", "00004D", "00005N")
+
+
+def test_one_error_lists_every_bad_frame_before_any_item_is_read(tmp_path, monkeypatch):
+    from mmfusion_attacks.data.mf_dataset import MFDataset, MFImageError
+
+    root = make_mf_fixture(tmp_path / "MF", names=NAMES, size=(64, 64))
+    image, labels = _break_two_frames(root)
+    monkeypatch.setattr(MFDataset, "__getitem__", lambda self, i: pytest.fail("an item was read"))
+    with pytest.raises(MFImageError) as info:
+        create_dataset("mf", root=root, split="test")
+    message = str(info.value)
+    assert "2 of 5 frame(s)" in message and "on_error='skip'" in message
+    assert re.search(rf"{re.escape(str(image))}\) cannot be decoded.*truncated", message)
+    assert re.search(rf"00004D' \({re.escape(str(labels))}\) contain class 12; ids must be < 9", message)
+    assert [(n, r) for n, r, _ in info.value.problems] == [("00002N", "unreadable"), ("00004D", "bad_labels")]
+    # limit: only the selected frames are checked
+    assert create_dataset("mf", root=root, split="test", limit=1).names == ["00001D"]
+    with pytest.raises(MFImageError, match="1 of 3 frame"):
+        create_dataset("mf", root=root, split="test", limit=3)
+
+
+def test_skip_mode_counts_and_names_the_bad_frames(tmp_path):
+    from mmfusion_attacks.data.mf_dataset import MFSkipWarning
+
+    root = make_mf_fixture(tmp_path / "MF", names=NAMES, size=(64, 64))
+    _break_two_frames(root)
+    with pytest.warns(MFSkipWarning, match=r"skipped 2 bad frame\(s\) \(unreadable: 1 \(00002N\); bad_labels: 1 \(00004D\)\); 3 frame\(s\) kept"):
+        ds = create_dataset("mf", root=root, split="test", on_error="skip")
+    assert len(ds) == 3 and ds.names == ["00001D", "00003D", "00005N"]
+    assert ds.skipped == {"unreadable": 1, "bad_labels": 1} and ds.skipped_names == {"unreadable": ["00002N"], "bad_labels": ["00004D"]}
+    assert [ds[i]["name"] for i in range(len(ds))] == ds.names and ds.frame_size() == (64, 64)
+    # limit counts usable frames, as in the IU X-ray loader
+    with pytest.warns(MFSkipWarning, match="skipped 1 bad frame"):
+        assert create_dataset("mf", root=root, split="test", limit=2, on_error="skip").names == ["00001D", "00003D"]
+
+
+def test_skip_mode_missing_files_and_nothing_left(tmp_path):
+    from mmfusion_attacks.data.mf_dataset import MFImageError, MFSkipWarning
+
+    root = make_mf_fixture(tmp_path / "MF", names=NAMES[:3], size=(8, 8))
+    (root / "labels" / "00003D.png").unlink()
+    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(root / "labels" / "00001D.png")
+    with pytest.raises(FileNotFoundError, match=r"1 file\(s\).*labels.00003D\.png.*Also 1 other problem.*00001D.*class 9") as info:
+        create_dataset("mf", root=root, split="test")
+    assert [r for _, r, _ in info.value.problems] == ["bad_labels", "missing_file"]
+    with pytest.warns(MFSkipWarning, match="missing_file: 1 \\(00003D\\)"):
+        assert len(create_dataset("mf", root=root, split="test", on_error="skip")) == 1
+    (root / "test.txt").write_text("00001D\n00003D\n")
+    with pytest.warns(MFSkipWarning), pytest.raises(MFImageError, match="no usable frame"):
+        create_dataset("mf", root=root, split="test", on_error="skip")
+
+
+def test_validate_method_and_opt_out(tmp_path):
+    from mmfusion_attacks.data.mf_dataset import MFImageError, MFSkipWarning
+
+    root = make_mf_fixture(tmp_path / "MF", names=NAMES, size=(64, 64))
+    _break_two_frames(root)
+    ds = create_dataset("mf", root=root, split="test", validate="headers")  # the opt-out: pixels not decoded
+    assert len(ds) == 5
+    with pytest.raises(MFImageError, match="2 of 5"):
+        ds.validate()
+    assert len(ds) == 5
+    with pytest.warns(MFSkipWarning, match="skipped 2"):
+        assert ds.validate(on_error="skip") is ds
+    assert len(ds) == 3 and ds.skipped == {"unreadable": 1, "bad_labels": 1}
+    with pytest.raises(ValueError, match="on_error must be one of"):
+        create_dataset("mf", root=root, split="test", on_error="ignore")
+    with pytest.raises(ValueError, match="level must be one of"):
+        ds.validate(level="all")
