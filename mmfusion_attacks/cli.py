@@ -1,4 +1,6 @@
-"""Command line: ``mmfusion-attacks rgbt`` (the RGB-T benchmark), ``mmfusion-attacks defences`` (the
+"""Command line: ``mmfusion-attacks run [SPEC.yaml]`` (a grid spec; with none, the default study on the
+embedded SYNTHETIC defaults), ``mmfusion-attacks report RESULTS_DIR`` (the reports again, from the stored
+results), ``mmfusion-attacks rgbt`` (the RGB-T benchmark), ``mmfusion-attacks defences`` (the
 defences benchmark), ``mmfusion-attacks vl`` (the image+text benchmark), ``mmfusion-attacks joint`` (joint
 attacks and the worst case over modality subsets), ``mmfusion-attacks contrastive`` (the CLIP-like study), ``mmfusion-attacks demo`` and ``mmfusion-attacks text-resources`` (the offline nltk
 data TextAttack needs) (also ``python -m mmfusion_attacks ...``)."""
@@ -47,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="allow fetching: apt-get download of Debian's WordNet, nltk.download on a machine with internet",
     )
     text_res.add_argument("--dir", default=None, help="nltk data directory (default: <cache dir>/nltk_data)")
+    run = sub.add_parser("run", help="run (or resume) a YAML grid spec into a results folder; with no spec, the default study")
+    run.add_argument("spec", nargs="?", default=None, help="a YAML spec (default: the packaged default study, SYNTHETIC data)")
+    run.add_argument("--out", default=None, help="results folder (default: runs/<spec file name>); re-running resumes it")
+    run.add_argument("--device", default=None, help="override the spec's device (cpu, cuda, cuda:N, mps, auto)")
+    run.add_argument("--only", nargs="+", default=None, help="run only these experiments")
+    run.add_argument("--print-spec", action="store_true", help="print the (checked) spec as YAML and exit")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep = sub.add_parser("report", help="regenerate report.md / report.html / results.csv / results.json from a results folder")
+    rep.add_argument("results", help="a results folder written by `mmfusion-attacks run`")
     sub.add_parser("rgbt", help="the RGB-T segmentation benchmark (options: mmfusion-attacks rgbt --help)", add_help=False)
     sub.add_parser("defences", help="adversarial training and defences per modality (options: --help)", add_help=False)
     sub.add_parser("vl", help="the image+text (chest X-ray + report) robustness benchmark (options: --help)", add_help=False)
@@ -80,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = parser.parse_args(argv)
 
+    if args.command == "run":
+        return _run(args, run)
+    if args.command == "report":
+        return _report(args, rep)
     if args.command == "text-resources":
         from .text.resources import GET_RESOURCES_HINT, prepare_text_resources
 
@@ -120,6 +135,70 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_table(result))
         if args.out:
             print(f"wrote {save(result, args.out)}/demo.json")
+    return 0
+
+
+def default_spec_path():
+    """The packaged default study (every family on the embedded SYNTHETIC defaults)."""
+    from pathlib import Path
+
+    return Path(__file__).parent / "specs" / "default.yaml"
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from .harness.engine import run_spec
+    from .harness.html_report import write_table_text
+    from .harness.spec import SpecError, load_spec, spec_to_yaml
+    from .harness.validity import Check, format_checks
+
+    path = Path(args.spec) if args.spec else default_spec_path()
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.device:
+        from .harness.options import device_problem
+
+        problem = device_problem(args.device, allow_auto=True)
+        if problem:
+            parser.error(problem)
+        spec.device = args.device
+    unknown = [n for n in args.only or () if n not in {e.name for e in spec.experiments}]
+    if unknown:
+        parser.error(f"argument --only: no experiment {unknown} in {path} (it has {[e.name for e in spec.experiments]})")
+    if args.print_spec:
+        print(spec_to_yaml(spec), end="")
+        return 0
+    out = Path(args.out) if args.out else Path("runs") / path.stem
+    summary = run_spec(spec, out, progress=not args.quiet, only=args.only)
+    if summary is None:  # a rank other than 0 of a distributed run
+        return 0
+    for exp in summary["experiments"]:
+        print(write_table_text(exp))
+        print(format_checks([Check(**{**c, "cells": tuple(c["cells"])}) for c in exp["checks"]]))
+        print()
+    print(f"HTML report: {(out / 'report.html').resolve()}  (also report.md, results.csv, results.json)")
+    return 0
+
+
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+    from pathlib import Path
+
+    from .harness.html_report import write_reports
+
+    summary_path = Path(args.results) / "summary.json"
+    if not summary_path.is_file():
+        parser.error(f"argument results: no summary.json in {args.results} (a folder written by `mmfusion-attacks run`)")
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"argument results: {summary_path} cannot be read ({exc}); run the spec again (finished cells are reused)")
+    paths = write_reports(summary, Path(args.results))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

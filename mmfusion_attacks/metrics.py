@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 __all__ = ["SegmentationMetrics", "perturbation_norms"]
 
@@ -31,11 +30,31 @@ class SegmentationMetrics:
     ) -> None:
         if average not in ("labels", "union"):
             raise ValueError(f"average must be 'labels' or 'union', got {average!r}")
+        from torchmetrics.classification import (
+            MulticlassConfusionMatrix,  # lazy: torchmetrics imports transformers when present
+        )
+
         self.num_classes, self.average = num_classes, average
-        self._cm = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False).to(device)
+        self._cm = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False, sync_on_compute=False).to(device)
 
     def update(self, pred: torch.Tensor, labels: torch.Tensor) -> None:
         self._cm.update(pred.flatten(), labels.flatten().to(pred.device))
+
+    @classmethod
+    def from_confusion(cls, confusion: torch.Tensor, *, average: str = "labels") -> SegmentationMetrics:
+        """Metrics of an accumulated confusion matrix (counts; e.g. shards' matrices summed)."""
+        confusion = torch.as_tensor(confusion)
+        n = int(confusion.shape[0])
+        if confusion.shape != (n, n):
+            raise ValueError(f"a confusion matrix is square, got shape {tuple(confusion.shape)}")
+        out = cls(n, average=average)
+        out._cm.confmat = confusion.to(out._cm.confmat.dtype).clone()
+        out._cm._update_count = 1  # computed, not "compute() before update()"
+        return out
+
+    def counts(self) -> torch.Tensor:
+        """The confusion matrix as exact integer counts (int64): what shards add up."""
+        return self._cm.confmat.detach().cpu().to(torch.int64).clone()
 
     @property
     def confusion(self) -> torch.Tensor:

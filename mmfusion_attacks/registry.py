@@ -33,6 +33,12 @@ class Registry(Generic[T]):
             raise KeyError(f"unknown {self.kind} '{name}'; registered: {self.names()}")
         return self._items[name](**kwargs)
 
+    def get(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name`` (for its signature)."""
+        if name not in self._items:
+            raise KeyError(f"unknown {self.kind} '{name}'; registered: {self.names()}")
+        return self._items[name]
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

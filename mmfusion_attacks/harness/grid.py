@@ -52,16 +52,21 @@ Batch = tuple[Mapping[str, torch.Tensor], "torch.Tensor | None"]
 
 @dataclass(frozen=True)
 class Cell:
+    """One toolkit attack on one subset; the budget is ``eps_255`` / 255, or ``eps`` (in the attacked
+    modalities' own units) when given."""
+
     attack: str
     eps_255: float
     attacked: tuple[str, ...]
+    eps: float | None = None
 
     @property
     def label(self) -> str:
         return "+".join(m.upper() for m in self.attacked)
 
     def steps(self, spec: GridSpec) -> tuple[Step, ...]:
-        return (Step("attack", self.attack, self.attacked, self.eps_255 / 255, toolkit=spec.toolkit, steps=spec.steps),)
+        amount = self.eps if self.eps is not None else self.eps_255 / 255
+        return (Step("attack", self.attack, self.attacked, amount, toolkit=spec.toolkit, steps=spec.steps),)
 
 
 @dataclass(frozen=True)
@@ -370,11 +375,23 @@ def _build_joint(cell: JointCell, fusion: FusionModel) -> JointAttack | None:
     return JointAttack(fusion, plan, orchestration=cell.orchestration, rounds=cell.rounds, order=order)
 
 
-def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, counts) -> dict[SubsetCell, tuple[torch.Tensor, bool]]:
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, counts, seed=None) -> dict[SubsetCell, tuple[torch.Tensor, bool]]:
     """Each group's worst case on this batch: per cell, the predictions after the best of its own run and
     its subsets' (the clean predictions where the model does not read the whole subset)."""
     out: dict[SubsetCell, tuple[torch.Tensor, bool]] = {}
     for (_, plan, orchestration, rounds, fraction), members in groups.items():
+        if seed is not None:
+            seed(members[0])
         # a model that lacks some modalities of a subset is attacked on the part it reads (a perturbation of a
         # modality it never sees changes nothing): the superset's row is then its readable subset's
         readable = {c: tuple(m for m in c.subset if m in fusion.modalities) for c in members}
@@ -425,8 +442,13 @@ def run_grid(
     progress: bool = True,
     on_batch: Callable[[int, Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor, dict[Any, AdversarialBatch]], None] | None = None,
     total: int | None = None,
+    seed_for: Callable[[Any, int], int] | None = None,
 ) -> GridResult:
     """Run every cell of ``spec`` on every batch; ``on_batch`` sees each batch's results (for figures).
+
+    ``seed_for(cell, batch_index)``: when given, the random generators (torch, numpy, random) are seeded
+    with it before each cell on each batch (a worst-case group: its first cell), so a cell's result does
+    not depend on which other cells ran before it: a resumed or sharded run equals an uninterrupted one.
 
     Batches may hold modalities the model does not read (a vision-only model in an image+text study):
     a step on such a modality does not apply to that model (its rows then score the model on inputs it
@@ -462,8 +484,11 @@ def run_grid(
             metrics = {c: SegmentationMetrics(n_classes, ignore_index=fusion.ignore_index, device=device) for c in cells}
         clean.update(clean_pred, labels)
         results: dict[Any, AdversarialBatch] = {}
-        subset_preds = _run_worst_cases(groups, fusion, inputs, labels, clean_pred, counts if classification else None)
+        subset_preds = _run_worst_cases(groups, fusion, inputs, labels, clean_pred, counts if classification else None,
+                                        None if seed_for is None else (lambda c, i=index: _seed_all(seed_for(c, i))))
         for cell in cells:
+            if seed_for is not None and not isinstance(cell, SubsetCell):
+                _seed_all(seed_for(cell, index))
             current, current_logits, cl, result = inputs, logits, clean_logits, None
             applied = False
             if isinstance(cell, SubsetCell):

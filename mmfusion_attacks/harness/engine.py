@@ -1,0 +1,507 @@
+"""Run a spec: every experiment's cells over its data in shards, each (cell, shard) stored as a record
+the moment it is done, then reduced, checked and reported.
+
+- **Resumable.** A (cell, shard) with a valid record (:mod:`.store`) is not recomputed; the random
+  generators are seeded per (cell, batch) (:func:`~.grid.run_grid`'s ``seed_for``), so a resumed run
+  ends with the results of an uninterrupted one.
+- **Distributed.** Under ``torchrun`` (``WORLD_SIZE`` > 1) shard ``i`` belongs to rank ``i % WORLD_SIZE``;
+  every rank sends its records to rank 0 with ``torch.distributed.gather_object`` (gloo on CPUs, NCCL
+  on GPUs), which stores them and reduces all shards in shard order: confusion matrices and counts are
+  integers, summed exactly, so N processes give the numbers of one. Each rank uses its share of the
+  machine's cores for torch's threads.
+- **Checked.** The reduced rows go through :mod:`.validity`; failed checks are marked in the rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..joint import ModalityAttack
+from ..metrics import SegmentationMetrics
+from .grid import (
+    Cell,
+    CellCounts,
+    ComboCell,
+    GridResult,
+    GridSpec,
+    JointCell,
+    Step,
+    SubsetCell,
+    run_grid,
+    worst_case_cells,
+)
+from .sources import build_data, build_model, data_fingerprint, model_fingerprint
+from .spec import ExperimentSpec, RunSpec, spec_to_dict, spec_to_yaml
+from .store import ResultsStore, atomic_write_text, digest, restore_floats
+
+__all__ = ["Unit", "experiment_units", "run_spec", "summarize", "OversubscriptionWarning", "threads_for_rank"]
+
+
+class OversubscriptionWarning(RuntimeWarning):
+    """More torch threads (over every process of this machine) than cores: timings are unreliable."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row of an experiment: a grid cell under one seed, with the facts a report and the validity
+    checks need (``meta``) and the hash of everything its records depend on (``key``)."""
+
+    cell: Any
+    seed: int
+    label: str
+    meta: tuple[tuple[str, Any], ...]
+    key: str
+
+    def info(self) -> dict[str, Any]:
+        return dict(self.meta)
+
+
+def _cell_config(cell: Any) -> dict[str, Any]:
+    return {"type": type(cell).__name__, **dataclasses.asdict(cell)}
+
+
+def _experiment_config(exp: ExperimentSpec, spec: RunSpec) -> dict[str, Any]:
+    """What every record of the experiment depends on (not: how results are summarised or shown)."""
+    return {"model": exp.model, "data": exp.data, "batch_size": exp.batch_size, "shard": exp.shard, "labels": exp.labels,
+            "toolkit": exp.toolkit, "steps": exp.steps, "attack_kwargs": exp.attack_kwargs, "amp": spec.amp,
+            "seed": spec.seed, "qualitative": exp.qualitative}
+
+
+def _plan(entries: Sequence[dict[str, Any]], exp: ExperimentSpec) -> tuple[ModalityAttack, ...]:
+    return tuple(ModalityAttack(e["modality"], e["attack"], e.get("budget"), toolkit=e.get("toolkit", exp.toolkit),
+                                steps=e.get("steps", exp.steps), seed=e.get("seed", 0), options=e.get("options") or {}) for e in entries)
+
+
+def _eps_text(eps_255: float | None, eps: float | None) -> str:
+    return f"{eps:g}" if eps is not None else f"{eps_255:g}/255"
+
+
+def experiment_units(exp: ExperimentSpec, spec: RunSpec, sanity_modalities: Sequence[str] = ()) -> list[Unit]:
+    """The experiment's rows in report order: attacks x budgets x subsets, combinations, joint attacks,
+    worst cases over subsets, the unbounded sanity attack (on ``sanity_modalities``); times each seed."""
+    cells: list[tuple[Any, str, dict[str, Any]]] = []
+    budgets = [(e, None) for e in exp.eps_255] + [(e * 255, e) for e in exp.eps]
+    for a in exp.attacks:
+        for e255, e in budgets:
+            for s in exp.subsets:
+                attacked = tuple(s.split("+"))
+                cell = Cell(a, float(e255), attacked, eps=e)
+                label = f"{a.upper()} {_eps_text(e255, e)} on {'+'.join(m.upper() for m in attacked)}"
+                cells.append((cell, label, {"kind": "attack", "attack": a, "toolkit": exp.toolkit, "eps": e if e is not None else e255 / 255,
+                                            "steps": exp.steps, "attacked": list(attacked), "group": None}))
+    for c in exp.combos:
+        steps = tuple(Step(s["kind"], s["name"], tuple(s["attacked"]), float(s.get("amount", 0.0)), toolkit=s.get("toolkit", exp.toolkit),
+                           steps=s.get("steps", exp.steps), seed=s.get("seed", 0)) for s in c["steps"])
+        cell = ComboCell(c["name"], steps)
+        single = steps[0] if len(steps) == 1 and steps[0].kind == "attack" else None
+        cells.append((cell, c["name"], {"kind": "combo", "attack": single.name if single else None, "toolkit": single.toolkit if single else None,
+                                        "eps": single.amount if single else None, "steps": single.steps if single else None,
+                                        "attacked": list(cell.attacked), "group": None}))
+    for j in exp.joint:
+        cell = JointCell(j["name"], _plan(j["plan"], exp), orchestration=j.get("orchestration", "sequential"), rounds=j.get("rounds", 1),
+                         order=tuple(j["order"]) if j.get("order") else None)
+        cells.append((cell, j["name"], {"kind": "joint", "attack": None, "toolkit": None, "eps": None, "steps": None,
+                                        "attacked": list(cell.attacked), "group": None}))
+    for w in exp.worst_case:
+        for cell in worst_case_cells(w["group"], _plan(w["plan"], exp), orchestration=w.get("orchestration", "sequential"),
+                                     rounds=w.get("rounds", 1), success_fraction=w.get("success_fraction", 0.5)):
+            cells.append((cell, cell.label, {"kind": "worst-case", "attack": None, "toolkit": None, "eps": None, "steps": None,
+                                             "attacked": list(cell.subset), "group": w["group"]}))
+    if exp.sanity and sanity_modalities:
+        a = exp.sanity.get("attack", "bim").lower()
+        toolkit = exp.sanity.get("toolkit", exp.toolkit)
+        n = exp.sanity.get("steps", exp.steps)
+        attacked = tuple(sanity_modalities)
+        name = f"SANITY {a.upper()} unbounded on {'+'.join(m.upper() for m in attacked)}"
+        cell = ComboCell(name, (Step("attack", a, attacked, 1.0, toolkit=toolkit, steps=n),))
+        cells.append((cell, name, {"kind": "sanity", "attack": a, "toolkit": toolkit, "eps": 1.0, "steps": n, "attacked": list(attacked),
+                                   "group": None}))
+    config = _experiment_config(exp, spec)
+    units = []
+    for seed in exp.seeds:
+        for cell, label, meta in cells:
+            shown = label if len(exp.seeds) == 1 else f"{label} (seed {seed})"
+            key = digest({"cell": _cell_config(cell), "seed": seed, "experiment": config})
+            units.append(Unit(cell, seed, shown, tuple(meta.items()), key))
+    labels = [u.label for u in units]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        from .spec import SpecError
+
+        raise SpecError([f"experiments.{exp.name}: rows {twice} are given more than once (each row is run and counted once)"], spec.source)
+    return units
+
+
+def threads_for_rank(local_world: int) -> int:
+    """Torch threads for one of ``local_world`` processes on this machine: its share of the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_world))
+
+
+def _setup_distributed(device: str) -> tuple[int, int, str]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.set_num_threads(threads_for_rank(local_world))
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def _warn_oversubscribed(rank_threads: int, local_world: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if rank_threads * local_world > cores:
+        warnings.warn(f"{local_world} process(es) x {rank_threads} torch threads on {cores} cores: oversubscribed (measured: 10-50x "
+                      "slower); set OMP_NUM_THREADS or run fewer processes", OversubscriptionWarning, stacklevel=3)
+    elif load > cores + 0.5:
+        warnings.warn(f"this machine is busy (load {load:.1f} on {cores} cores): timings will be slower than the machine can do",
+                      OversubscriptionWarning, stacklevel=3)
+
+
+def _payload(result: GridResult, cell: Any, seconds: float, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    m = result.cells[cell]
+    counts = result.counts.get(cell)
+    return {
+        "confusion": m.counts().tolist(),
+        "counts": None if counts is None else {**dataclasses.asdict(counts), "flags": sorted(counts.flags)},
+        "on_target": result.on_target.get(cell),
+        "labels_source": result.labels_source,
+        "examples": examples,
+        "seconds": seconds,
+    }
+
+
+def _counts_from(d: dict[str, Any]) -> CellCounts:
+    d = dict(d)
+    d["flags"] = set(d.get("flags", []))
+    return CellCounts(**d)
+
+
+def _add_counts(a: CellCounts, b: CellCounts) -> CellCounts:
+    out = CellCounts()
+    for f in dataclasses.fields(CellCounts):
+        if f.name in ("norms", "flags"):
+            continue
+        setattr(out, f.name, getattr(a, f.name) + getattr(b, f.name))
+    out.flags = a.flags | b.flags
+    for src in (a.norms, b.norms):
+        for name, sums in src.items():
+            slot = out.norms.setdefault(name, {})
+            for kind, v in sums.items():
+                slot[kind] = slot.get(kind, 0.0) + v
+    return out
+
+
+class _Qualitative:
+    """Draws (segmentation) or quotes (text) the first examples of the first shard for the report."""
+
+    def __init__(self, out: Path, exp: ExperimentSpec, units: list[Unit], fusion: Any, labels_known: bool) -> None:
+        self.out, self.exp, self.fusion, self.labels_known = out, exp, fusion, labels_known
+        attack_units = [u for u in units if u.info()["kind"] == "attack"]
+        self.draw = set()
+        for subset in dict.fromkeys(tuple(u.info()["attacked"]) for u in attack_units):
+            last = [u for u in attack_units if tuple(u.info()["attacked"]) == subset and u.info()["attack"] == attack_units[-1].info()["attack"]]
+            if last:
+                self.draw.add(max(last, key=lambda u: u.info()["eps"]).cell)
+        self.examples: dict[Any, list[dict[str, Any]]] = {}
+
+    def __call__(self, index: int, inputs: dict, labels: torch.Tensor, clean_pred: torch.Tensor, results: dict) -> None:
+        if index != 0 or not self.exp.qualitative:
+            return
+        n = min(self.exp.qualitative, len(labels))
+        texts = [m for m, mod in self.fusion.modalities.items() if mod.kind == "text"]
+        for cell, res in results.items():
+            out = self.examples.setdefault(cell, [])
+            for name in texts:
+                for i in range(n):
+                    before, after = inputs[name][i], res.inputs[name][i]
+                    if before != after:
+                        out.append({"kind": "text", "modality": name, "original": before, "adversarial": after})
+            if self.fusion.task == "segmentation" and cell in self.draw:
+                for i in range(n):
+                    rel = f"qualitative/{self.exp.name}/{digest(_cell_config(cell), 12)}_{i}.png"
+                    self._draw(self.out / rel, inputs, res, labels, clean_pred, i)
+                    out.append({"kind": "segmentation", "path": rel, "index": i})
+
+    def _draw(self, path: Path, inputs: dict, res: Any, labels: torch.Tensor, clean_pred: torch.Tensor, i: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .report import colorize
+
+        panels = []
+        for name, mod in self.fusion.modalities.items():
+            if mod.kind != "image":
+                continue
+            for tag, x in (("", inputs[name][i]), (" (adversarial)", res.inputs[name][i])):
+                x = x.detach().float().cpu()
+                lo, hi = mod.valid_range or (float(x.min()), float(x.max()) + 1e-9)
+                x = ((x - lo) / (hi - lo)).clamp(0, 1)
+                panels.append((x[:3].permute(1, 2, 0).numpy() if x.shape[0] >= 3 else x[0].numpy(), name + tag, None if x.shape[0] >= 3 else "inferno"))
+        if self.labels_known:
+            panels.append((colorize(labels[i]), "ground truth", None))
+        panels += [(colorize(clean_pred[i]), "clean prediction", None), (colorize(res.adv_pred[i]), "adversarial prediction", None)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.4))
+        for ax, (img, title, cmap) in zip(axes, panels):
+            ax.imshow(img, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+        fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+        os.replace(tmp, path)
+
+
+def _seed_for(units_by_cell: dict[Any, Unit], base: int):
+    def seed(cell: Any, batch: int) -> int:
+        return int(digest({"unit": units_by_cell[cell].key, "batch": batch, "seed": base}, 15), 16)
+
+    return seed
+
+
+def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out: Path, *, rank: int, world: int, device: str,
+                    progress: bool) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    data = build_data(exp.data, seed=spec.seed, labels=exp.labels)
+    data.validate()
+    n = len(data)
+    if n == 0:
+        from ..errors import InputError
+
+        raise InputError(f"experiment {exp.name}: the data has no examples")
+    fusion = build_model(exp.model, seed=spec.seed, device=device, progress=progress and rank == 0)
+    if spec.amp:
+        fusion = fusion.use_amp()
+    data_mods = data.modalities()
+    missing = [m for m in fusion.modalities if m not in data_mods]
+    if missing:
+        from ..errors import InputError
+
+        raise InputError(f"experiment {exp.name}: the model reads {missing}, which the data ({data_mods}) does not have")
+    sanity_mods = [m for m, mod in fusion.modalities.items() if mod.is_tensor and mod.valid_range is not None]
+    units = experiment_units(exp, spec, sanity_mods)
+    for u in units:
+        for m in u.info()["attacked"]:
+            if m not in data_mods:
+                from .spec import SpecError
+
+                raise SpecError([f"experiments.{exp.name}: row '{u.label}' attacks '{m}', which the data does not have ({data_mods})"], spec.source)
+    model_fp = model_fingerprint(fusion)
+    clean_key = digest({"clean": True, "experiment": _experiment_config(exp, spec)})
+    shards = [(i, s, min(s + exp.shard, n)) for i, s in enumerate(range(0, n, exp.shard))]
+    mine = [s for s in shards if s[0] % world == rank]
+    collected: dict[tuple[str, int], dict[str, Any]] = {}
+    made: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]] = {}  # computed here: (identity, payload)
+    computed = reused = 0
+    bar = tqdm(total=len(mine) * (len(units) + 1), desc=f"{exp.name} (cells x shards)", disable=None if progress and rank == 0 else True,
+               leave=False)
+    for index, lo, hi in mine:
+        inputs, labels = data.examples(lo, hi)
+        identity = {"version": __version__, "data": data_fingerprint(inputs, labels), "model": model_fp}
+        ids = {u.key: {**identity, "config": u.key} for u in units}
+        ids[clean_key] = {**identity, "config": clean_key}
+        found = {k: store.load((exp.name, k, index), ident) for k, ident in ids.items()}
+        pending = [u for u in units if found[u.key] is None]
+        # a worst-case group is one computation: any missing member reruns the group
+        groups = {u.cell.group for u in pending if isinstance(u.cell, SubsetCell)}
+        pending_keys = {u.key for u in pending} | {u.key for u in units if isinstance(u.cell, SubsetCell) and u.cell.group in groups}
+        todo = [u for u in units if u.key in pending_keys]
+        reused += sum(1 for k in ids if found[k] is not None)
+        bar.update(sum(1 for k in ids if found[k] is not None))
+        for k, payload in found.items():
+            if payload is not None:
+                collected[(k, index)] = payload
+        if todo or found[clean_key] is None:
+            by_seed: dict[int, list[Unit]] = {}
+            for u in todo:
+                by_seed.setdefault(u.seed, []).append(u)
+            for seed, seed_units in (by_seed.items() or [(exp.seeds[0], [])]):
+                t = time.time()
+                by_cell = {u.cell: u for u in seed_units}
+                qual = _Qualitative(out, exp, seed_units, fusion, labels is not None) if index == 0 and rank == 0 else None
+                batches = [({k: v[s:s + exp.batch_size] for k, v in inputs.items()}, None if labels is None else labels[s:s + exp.batch_size])
+                           for s in range(0, hi - lo, exp.batch_size)]
+                result = run_grid(fusion, batches, GridSpec(attacks=(), combos=[u.cell for u in seed_units], toolkit=exp.toolkit, steps=exp.steps,
+                                                            attack_kwargs=exp.attack_kwargs),
+                                  progress=False, on_batch=qual, seed_for=_seed_for(by_cell, seed * 1_000_003 + lo // exp.batch_size))
+                seconds = (time.time() - t) / max(len(seed_units), 1)
+                if found[clean_key] is None and (clean_key, index) not in collected:
+                    payload = {"confusion": result.clean.counts().tolist(), "labels_source": result.labels_source}
+                    store.save((exp.name, clean_key, index), ids[clean_key], payload)
+                    collected[(clean_key, index)] = payload
+                    made[(clean_key, index)] = (ids[clean_key], payload)
+                    computed += 1
+                    bar.update(1)
+                for u in seed_units:
+                    payload = _payload(result, u.cell, seconds, (qual.examples.get(u.cell, []) if qual else []))
+                    if found[u.key] is None:
+                        store.save((exp.name, u.key, index), ids[u.key], payload)
+                        made[(u.key, index)] = (ids[u.key], payload)
+                        computed += 1
+                        bar.update(1)
+                        collected[(u.key, index)] = payload
+    bar.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * world if rank == 0 else None
+        dist.gather_object((collected, made), gathered, dst=0)
+        if rank == 0:
+            for part, part_made in gathered:
+                collected.update(part)
+                made.update(part_made)
+    collected = {k: restore_floats(v) for k, v in collected.items()}
+    return {"units": units, "collected": collected, "made": made, "shards": [s[0] for s in shards], "clean_key": clean_key, "data": data,
+            "fusion": fusion, "computed": computed, "reused": reused, "seconds": time.time() - start}
+
+
+def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
+    """Reduce an experiment's records (in shard order) to its report entry: rows, clean scores, checks."""
+    units: list[Unit] = run["units"]
+    collected, shards, fusion = run["collected"], run["shards"], run["fusion"]
+    missing = [(u.label, s) for u in units for s in shards if (u.key, s) not in collected]
+    missing += [("clean", s) for s in shards if (run["clean_key"], s) not in collected]
+    if missing:
+        raise RuntimeError(f"experiment {exp.name}: {len(missing)} record(s) missing after the run, e.g. {missing[:3]}")
+
+    def total(key: str) -> torch.Tensor:
+        return sum((torch.tensor(collected[(key, s)]["confusion"], dtype=torch.int64) for s in shards[1:]),
+                   torch.tensor(collected[(key, shards[0])]["confusion"], dtype=torch.int64))
+
+    clean = SegmentationMetrics.from_confusion(total(run["clean_key"]))
+    sources = {collected[(run["clean_key"], s)]["labels_source"] for s in shards}
+    classification = fusion.task == "classification"
+    include = exp.include_classes if not classification else None
+    rows: list[dict[str, Any]] = []
+    raw_rows: list[dict[str, Any]] = []
+    confusions: dict[str, list[list[int]]] = {"clean": total(run["clean_key"]).tolist()}
+    qualitative: list[dict[str, Any]] = []
+    for seed in exp.seeds:
+        seed_units = [u for u in units if u.seed == seed]
+        metrics, counts, on_target = {}, {}, {}
+        for u in seed_units:
+            metrics[u.cell] = SegmentationMetrics.from_confusion(total(u.key))
+            confusions[u.label] = total(u.key).tolist()
+            payloads = [collected[(u.key, s)] for s in shards]
+            if classification:
+                c = _counts_from(payloads[0]["counts"])
+                for p in payloads[1:]:
+                    c = _add_counts(c, _counts_from(p["counts"]))
+                counts[u.cell] = c
+            if payloads[0].get("on_target") is not None:
+                on_target[u.cell] = [sum(p["on_target"][0] for p in payloads), sum(p["on_target"][1] for p in payloads)]
+            for ex in payloads[0].get("examples") or []:
+                qualitative.append({**ex, "cell": u.label, "caption": f"{u.label} -- example {ex.get('index', 0)}"})
+        grid = GridResult(clean, metrics, on_target, " + ".join(sorted(sources)), {}, counts)
+        for u, r in zip(seed_units, grid.rows(include)):
+            info = u.info()
+            raw_rows.append({**r, "seed": seed})
+            row = {"cell": u.label, **info, "seed": seed}
+            row.update({k: v for k, v in r.items() if k not in ("cell", "attack", "attacked", "eps_255")})
+            row.setdefault("applies", all(m in fusion.modalities for m in info["attacked"]))
+            if classification:  # one label per example: accuracy / recall, not pixel means
+                for k in ("mAcc", "mIoU", "IoU_R", "per_class_IoU"):
+                    row.pop(k, None)
+            elif "mAcc" not in r:
+                row.update({"mAcc": metrics[u.cell].macc(include), "mIoU": metrics[u.cell].miou(include)})
+            rows.append(row)
+    clean_summary = GridResult(clean, {}, {}, "", {}, {"_": CellCounts()} if classification else {}).clean_summary(include)
+    if classification:
+        clean_summary = {k: v for k, v in clean_summary.items() if k in ("accuracy", "per_class_recall")}
+    description = {"model": _model_text(exp.model), "data": run["data"].description, "labels": " + ".join(sorted(sources)),
+                   "toolkit": exp.toolkit, "steps": str(exp.steps), "seeds": ", ".join(map(str, exp.seeds))}
+    if include is not None:
+        description["classes in the means"] = ", ".join(map(str, include))
+    entry = {
+        "name": exp.name, "task": fusion.task, "title": exp.title or f"{exp.name}: {exp.model['name']} on {exp.data['name']}",
+        "description": description, "metric": "accuracy" if classification else "mIoU", "clean": clean_summary,
+        "modalities": list(fusion.modalities), "rows": rows, "raw_rows": raw_rows, "qualitative": qualitative, "transfer": None,
+        "confusion": confusions, "table": exp.table, "seconds": round(run["seconds"], 1),
+        "shards": {"done": len(shards), "total": len(shards), "records_computed": run["computed"], "records_reused": run["reused"]},
+    }
+    from .validity import annotate_rows, check_experiment
+
+    checks = check_experiment(entry)
+    entry["rows"] = annotate_rows(entry, checks)
+    entry["checks"] = [c.to_dict() for c in checks]
+    return entry
+
+
+def _model_text(model: dict[str, Any]) -> str:
+    source = model.get("source", "registry")
+    if model.get("weights"):
+        return f"{model['name']} ({model['weights']})"
+    if source.startswith("synthetic"):
+        return f"{model['name']} trained on SYNTHETIC data by this project ({source})"
+    if source == "callable":
+        return f"{model['name']} from {model['factory']}"
+    return f"{model['name']} (randomly initialised: no weights given)"
+
+
+def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """Run (or resume) every experiment of ``spec`` into the results folder ``out``; returns the summary on
+    rank 0 (None on other ranks) after writing the reports. ``only``: names of experiments to run."""
+    from .options import resolve_device
+
+    out = Path(out)
+    device = resolve_device(spec.device)
+    rank, world, device = _setup_distributed(device)
+    _warn_oversubscribed(torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    store = ResultsStore(out)
+    if rank == 0:
+        atomic_write_text(out / "spec.yaml", spec_to_yaml(spec))
+    experiments = [e for e in spec.experiments if only is None or e.name in only]
+    entries = []
+    for exp in experiments:
+        run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress)
+        if rank == 0:
+            # records other ranks computed, kept in rank 0's folder too (ranks on other nodes may write elsewhere)
+            for (key, shard), (identity, payload) in run["made"].items():
+                if store.load((exp.name, key, shard), identity) is None:
+                    store.save((exp.name, key, shard), identity, payload)
+            entries.append(summarize(exp, run))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank != 0:
+        return None
+    summary = {"name": spec.name, "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "spec_path": spec.source, "spec": spec_to_dict(spec), "world_size": world, "device": device,
+               "invalid_records": [{"path": str(p), "reason": r} for p, r in store.invalid], "experiments": entries}
+    write_summary(summary, out)
+    return summary
+
+
+def write_summary(summary: dict[str, Any], out: Path) -> dict[str, Path]:
+    """``summary.json`` (what ``mmfusion-attacks report`` regenerates the reports from) and the reports."""
+    import json
+
+    from .html_report import write_reports
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=str, allow_nan=True))
+    return write_reports(summary, out)

@@ -1,0 +1,41 @@
+"""Models for the harness's spec tests, importable by spec files (``source: callable``) in subprocesses.
+
+``MMF_TEST_CALLS``: a file that gets one byte per forward call (model calls survive a SIGKILL);
+``MMF_TEST_SLEEP``: seconds each forward sleeps (so a test can kill a run mid-grid)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+
+from mmfusion_attacks import FusionModel
+
+
+class TinySceneNet(nn.Module):
+    """RGB + thermal -> 3 classes; ``quantise`` rounds the inputs first (zero gradient: masking by construction)."""
+
+    def __init__(self, quantise: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.quantise = quantise
+        self.conv = nn.Conv2d(4, 6, 3, padding=1)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        calls = os.environ.get("MMF_TEST_CALLS")
+        if calls:
+            with open(calls, "ab") as f:
+                f.write(b".")
+        if os.environ.get("MMF_TEST_SLEEP"):
+            time.sleep(float(os.environ["MMF_TEST_SLEEP"]))
+        x = torch.cat([rgb, ir], 1)
+        if self.quantise:
+            x = torch.round(x * 2) / 2
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def tiny_scene_classifier(quantise: bool = False) -> FusionModel:
+    return FusionModel(TinySceneNet(quantise), ["rgb", "ir"], task="classification", num_classes=3)
