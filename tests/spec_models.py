@@ -26,7 +26,7 @@ class TinySceneNet(nn.Module):
 
     def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
         calls = os.environ.get("MMF_TEST_CALLS")
-        if calls:
+        if calls and not self.training:
             with open(calls, "ab") as f:
                 f.write(b".")
         if os.environ.get("MMF_TEST_SLEEP"):
@@ -38,4 +38,20 @@ class TinySceneNet(nn.Module):
 
 
 def tiny_scene_classifier(quantise: bool = False) -> FusionModel:
-    return FusionModel(TinySceneNet(quantise), ["rgb", "ir"], task="classification", num_classes=3)
+    """Trained for 150 steps (deterministic, < 1 s) on the SYNTHETIC scenes, so its predictions depend on its inputs."""
+    from mmfusion_attacks.data import create_dataset
+
+    net = TinySceneNet(False)
+    x, y = create_dataset("synthetic-rgbt-scenes", split="train", size=60, height=16, width=16).tensors()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    calls, os.environ["MMF_TEST_CALLS"] = os.environ.get("MMF_TEST_CALLS"), ""
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x["rgb"], x["ir"]), y).backward()
+        opt.step()
+    if calls is None:
+        del os.environ["MMF_TEST_CALLS"]
+    else:
+        os.environ["MMF_TEST_CALLS"] = calls
+    net.quantise = quantise
+    return FusionModel(net.eval(), ["rgb", "ir"], task="classification", num_classes=3)
