@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .models.weights import WeightsError, _names, _non_finite, _read
+from .models.weights import WeightsError, fit_problems, names, non_finite, read_checkpoint
 
 __all__ = ["CacheFileError", "CacheFileWarning", "atomic_save", "load_cache", "load_state_cache", "load_or_discard", "check_report"]
 
@@ -103,10 +103,10 @@ def load_cache(path: str | Path) -> Any:
         return CacheFileError(path, problem)
 
     try:
-        return _read(path, fail)
+        return read_checkpoint(path, fail)
     except CacheFileError:
         raise
-    except Exception as exc:  # anything _read did not foresee
+    except Exception as exc:  # anything read_checkpoint did not foresee
         raise CacheFileError(path, f"torch.load failed ({type(exc).__name__}: {str(exc)[:160]})") from exc
 
 
@@ -118,25 +118,15 @@ def _check_state(net: nn.Module, state: Any, path: Path, skip: Sequence[str], on
         raise fail(f"it holds a {type(state).__name__}, not a state_dict")
     bad = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
-        raise fail(f"it is not a state_dict: {len(bad)} of its {len(state)} entries are not named tensors ({_names(bad)})")
+        raise fail(f"it is not a state_dict: {len(bad)} of its {len(state)} entries are not named tensors ({names(bad)})")
     skip, only = tuple(skip), None if only is None else tuple(only)
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(skip) and (only is None or k.startswith(only))}
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k}: cache {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s) ({_names(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s) ({_names(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatch(es) ({_names(shapes, 3)})")
+    parts = fit_problems(expected, state, source="cache")
     if parts:
         raise fail(f"the weights do not fit {type(net).__name__} ({len(state)} cached vs {len(expected)} expected entries): " + "; ".join(parts))
-    nonfinite = _non_finite(state)
+    nonfinite = non_finite(state)
     if nonfinite:
-        raise fail(f"{len(nonfinite)} tensor(s) hold NaN or infinite values ({_names(nonfinite)})")
+        raise fail(f"{len(nonfinite)} tensor(s) hold NaN or infinite values ({names(nonfinite)})")
     return dict(state)
 
 

@@ -184,7 +184,7 @@ def test_vl_state_cache(tmp_path, monkeypatch):
 
 
 def test_clip_like_cached_heads(tmp_path):
-    from mmfusion_attacks.models.clip_like import CLIPLikeEncoder, _load_cached_heads
+    from mmfusion_attacks.models.clip_like import CLIPLikeEncoder, load_cached_heads
 
     heads = ("image_projection.", "text_projection.", "logit_scale")
     torch.manual_seed(0)
@@ -192,13 +192,13 @@ def test_clip_like_cached_heads(tmp_path):
     path = C.atomic_save({"weights": {k: v for k, v in enc.state_dict().items() if k.startswith(heads)}, "report": '{"a": 1}'},
                          tmp_path / "clip.pt")
     fresh = CLIPLikeEncoder(text_encoder="tiny-random", pretrained_image=False, input_size=32)
-    assert _load_cached_heads(fresh, path, heads).report == {"a": 1}
+    assert load_cached_heads(fresh, path, heads).report == {"a": 1}
     assert torch.equal(fresh.image_projection.weight, enc.image_projection.weight)
     for bad, match in [({"weights": {}}, "not {'weights'"), ({"weights": {}, "report": "{}"}, "do not fit"),
                        ({"weights": {"logit_scale": torch.zeros(())}, "report": "[]"}, "not a JSON object")]:
         C.atomic_save(bad, path)
         with pytest.raises(C.CacheFileError, match=match):
-            _load_cached_heads(fresh, path, heads)
+            load_cached_heads(fresh, path, heads)
     _truncate(path)
     with pytest.raises(C.CacheFileError, match="clip.pt"):
-        _load_cached_heads(fresh, path, heads)
+        load_cached_heads(fresh, path, heads)

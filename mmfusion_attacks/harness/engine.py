@@ -480,7 +480,7 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
         run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress)
         if rank == 0:
             # records other ranks computed, kept in rank 0's folder too (ranks on other nodes may write elsewhere)
-            for (key, shard), (identity, payload) in run["made"].items():
+            for (key, shard), (identity, payload) in (run["made"].items() if world > 1 else ()):
                 if store.load((exp.name, key, shard), identity) is None:
                     store.save((exp.name, key, shard), identity, payload)
             entries.append(summarize(exp, run))

@@ -409,17 +409,21 @@ def _md_experiment(exp: Mapping[str, Any], anchor: str, figs: Sequence[CurveFigu
     return out
 
 
+def _marked_words(q: Mapping[str, Any], escape: Any, removed: str, added: str) -> tuple[list[str], list[str]]:
+    """The original and adversarial text as escaped words, changed ones wrapped in ``removed`` / ``added``."""
+    orig: list[str] = []
+    adv: list[str] = []
+    for tag, a, b in word_diff(q.get("original", ""), q.get("adversarial", "")):
+        same = tag == "equal"
+        orig += [escape(w) if same else removed.format(escape(w)) for w in a]
+        adv += [escape(w) if same else added.format(escape(w)) for w in b]
+    return orig, adv
+
+
 def _md_qualitative(q: Mapping[str, Any], out_dir: Path) -> list[str]:
     head = f"**{_md(q.get('cell', ''))}**" + (f" — {_md(q['caption'])}" if q.get("caption") else "")
     if q.get("kind") == "text":
-        orig, adv = [], []
-        for tag, a, b in word_diff(q.get("original", ""), q.get("adversarial", "")):
-            if tag == "equal":
-                orig += [_md(w) for w in a]
-                adv += [_md(w) for w in b]
-            else:
-                orig += [f"~~{_md(w)}~~" for w in a]
-                adv += [f"**{_md(w)}**" for w in b]
+        orig, adv = _marked_words(q, _md, "~~{}~~", "**{}**")
         return [head, "", f"- original: {' '.join(orig)}", f"- adversarial: {' '.join(adv)}", ""]
     if "path" in q:
         if _read_image(out_dir, q.get("path")) is None:
@@ -575,14 +579,7 @@ def _html_experiment(exp: Mapping[str, Any], a: str, figs: Sequence[CurveFigure]
 def _html_qualitative(q: Mapping[str, Any], out_dir: Path) -> str:
     cap = _h(q.get("cell", "")) + (f" — {_h(q['caption'])}" if q.get("caption") else "")
     if q.get("kind") == "text":
-        orig, adv = [], []
-        for tag, a, b in word_diff(q.get("original", ""), q.get("adversarial", "")):
-            if tag == "equal":
-                orig += [_h(w) for w in a]
-                adv += [_h(w) for w in b]
-            else:
-                orig += [f"<del>{_h(w)}</del>" for w in a]
-                adv += [f"<mark>{_h(w)}</mark>" for w in b]
+        orig, adv = _marked_words(q, _h, "<del>{}</del>", "<mark>{}</mark>")
         return (
             f'<div class="text-pair"><strong>{cap}</strong><br>original: {" ".join(orig)}'
             f"<br>adversarial: {' '.join(adv)}</div>"

@@ -241,7 +241,7 @@ def _digest(config: CLIPLikeConfig) -> str:
     return hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def _load_cached_heads(encoder: CLIPLikeEncoder, path, heads: tuple[str, ...]) -> CLIPLikeEncoder:
+def load_cached_heads(encoder: CLIPLikeEncoder, path, heads: tuple[str, ...]) -> CLIPLikeEncoder:
     """The cache written by :func:`clip_like_default` (``{"weights": the heads' state_dict, "report": JSON}``)
     loaded into ``encoder``; anything else raises :class:`~mmfusion_attacks.cache_files.CacheFileError`
     naming the file, with ``encoder`` unchanged."""
@@ -290,7 +290,7 @@ def clip_like_default(
     key = hashlib.sha256(f"{train.fingerprint()}|{test.fingerprint()}|{_digest(config)}|{seed}|v{CLIP_LIKE_VERSION}".encode()).hexdigest()[:16]
     path = cache_dir() / f"clip-like-{train.source}-{key}.pt"
     heads = ("image_projection.", "text_projection.", "logit_scale")
-    if cache and load_or_discard(path, lambda p: _load_cached_heads(encoder, p, heads)) is not None:
+    if cache and load_or_discard(path, lambda p: load_cached_heads(encoder, p, heads)) is not None:
         return encoder.eval()
     start = time.perf_counter()
     train_images, train_labels = train.tensors()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import MMFusionError
 
-__all__ = ["load_weights", "WeightsError", "WeightsMismatchError"]
+__all__ = ["load_weights", "WeightsError", "WeightsMismatchError", "read_checkpoint", "fit_problems", "non_finite", "names"]
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickled magic number of the legacy format
@@ -39,7 +39,7 @@ class WeightsMismatchError(WeightsError, RuntimeError):
     """A state_dict whose keys or shapes do not match the model (a ``RuntimeError`` like ``load_state_dict``'s)."""
 
 
-def _names(items: list[str], shown: int = _SHOWN) -> str:
+def names(items: list[str], shown: int = _SHOWN) -> str:
     head = ", ".join(items[:shown])
     return head + (f", ... ({len(items) - shown} more)" if len(items) > shown else "")
 
@@ -64,7 +64,7 @@ def _format(data: bytes) -> str:
     return "text" if text and printable >= 0.95 * len(text) else "binary"
 
 
-def _read(path: Path, fail) -> Any:
+def read_checkpoint(path: Path, fail) -> Any:
     """``torch.load(path, weights_only=True)``, every failure turned into a :class:`WeightsError` by ``fail``."""
     try:
         size = path.stat().st_size
@@ -132,7 +132,7 @@ def _state_dict(obj: Any, fail) -> dict[str, torch.Tensor]:
         keys = [repr(k) for k in obj]
         raise fail(
             f"the checkpoint is not a state_dict: {len(bad)} of its {len(obj)} entries are not named tensors "
-            f"({_names(bad)}); its keys: {_names(keys)}"
+            f"({names(bad)}); its keys: {names(keys)}"
         )
     return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in obj.items()}
 
@@ -146,28 +146,34 @@ def _mismatch(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
         for name, module in net.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
     }
-    missing = [k for k in expected if k not in state and k not in filled]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s) ({_names(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s) ({_names(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} shape mismatch(es) ({_names(shapes, 3)})")
+    parts = fit_problems(expected, state, optional=filled)
     if not parts:
         return None
-    common = len(expected) - len(missing)
+    common = len([k for k in expected if k in state])
     hint = " (no key in common: a checkpoint of another architecture?)" if common == 0 else ""
     return f"the checkpoint does not match {type(net).__name__}'s state_dict ({len(state)} vs {len(expected)} entries): " + "; ".join(parts) + hint
 
 
-def _non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
+def fit_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, source: str = "checkpoint",
+                 optional: Iterable[str] = ()) -> list[str]:
+    """What keeps ``state`` from loading where ``expected`` (a state_dict) is: missing keys (other than
+    ``optional``), unexpected keys, shape mismatches; one phrase each, empty when it fits."""
+    optional = set(optional)
+    missing = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k}: {source} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) ({names(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) ({names(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) ({names(shapes, 3)})")
+    return parts
+
+
+def non_finite(state: Mapping[str, torch.Tensor]) -> list[str]:
     return [
         k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and v.numel() and not bool(torch.isfinite(v).all())
     ]
@@ -191,13 +197,13 @@ def load_weights(net: nn.Module, path: str | Path, where: str) -> nn.Module:
     def fail(problem: str, cls: type[WeightsError] = WeightsError) -> WeightsError:
         return cls(f"cannot load {model} weights from {str(path)!r}: {problem}. {where}")
 
-    state = _state_dict(_unwrap(_read(path, fail)), fail)
+    state = _state_dict(_unwrap(read_checkpoint(path, fail)), fail)
     mismatch = _mismatch(net, state)
     if mismatch:
         raise fail(mismatch, WeightsMismatchError)
-    bad = _non_finite(state)
+    bad = non_finite(state)
     if bad:
-        raise fail(f"{len(bad)} tensor(s) hold NaN or infinite values ({_names(bad)}; a diverged training run?)")
+        raise fail(f"{len(bad)} tensor(s) hold NaN or infinite values ({names(bad)}; a diverged training run?)")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:  # anything the checks above did not foresee
