@@ -149,9 +149,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pathlib import Path
 
     from .harness.engine import run_spec
-    from .harness.html_report import write_table_text
     from .harness.spec import SpecError, load_spec, spec_to_yaml
-    from .harness.validity import Check, format_checks
+    from .harness.tables import console_text
 
     path = Path(args.spec) if args.spec else default_spec_path()
     try:
@@ -176,11 +175,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     summary = run_spec(spec, out, progress=not args.quiet, only=args.only)
     if summary is None:  # a rank other than 0 of a distributed run
         return 0
-    for exp in summary["experiments"]:
-        print(write_table_text(exp))
-        print(format_checks([Check(**{**c, "cells": tuple(c["cells"])}) for c in exp["checks"]]))
-        print()
-    print(f"HTML report: {(out / 'report.html').resolve()}  (also report.md, results.csv, results.json)")
+    print(console_text(summary, out))
     return 0
 
 

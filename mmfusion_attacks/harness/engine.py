@@ -38,13 +38,15 @@ from .grid import (
     Step,
     SubsetCell,
     run_grid,
+    transfer_confusions,
     worst_case_cells,
 )
 from .sources import build_data, build_model, data_fingerprint, model_fingerprint
 from .spec import ExperimentSpec, RunSpec, spec_to_dict, spec_to_yaml
 from .store import ResultsStore, atomic_write_text, digest, restore_floats
 
-__all__ = ["Unit", "experiment_units", "run_spec", "summarize", "OversubscriptionWarning", "threads_for_rank"]
+__all__ = ["Unit", "experiment_units", "run_spec", "summarize", "summarize_transfer", "OversubscriptionWarning", "threads_for_rank",
+           "write_summary"]
 
 
 class OversubscriptionWarning(RuntimeWarning):
@@ -72,9 +74,14 @@ def _cell_config(cell: Any) -> dict[str, Any]:
 
 def _experiment_config(exp: ExperimentSpec, spec: RunSpec) -> dict[str, Any]:
     """What every record of the experiment depends on (not: how results are summarised or shown)."""
-    return {"model": exp.model, "data": exp.data, "batch_size": exp.batch_size, "shard": exp.shard, "labels": exp.labels,
-            "toolkit": exp.toolkit, "steps": exp.steps, "attack_kwargs": exp.attack_kwargs, "amp": spec.amp,
-            "seed": spec.seed, "qualitative": exp.qualitative}
+    config = {"model": exp.model, "data": exp.data, "batch_size": exp.batch_size, "shard": exp.shard, "labels": exp.labels,
+              "toolkit": exp.toolkit, "steps": exp.steps, "attack_kwargs": exp.attack_kwargs, "amp": spec.amp,
+              "seed": spec.seed, "qualitative": exp.qualitative}
+    if exp.limit is not None:
+        config["limit"] = exp.limit
+    if exp.transfer:
+        config["transfer"] = exp.transfer
+    return config
 
 
 def _plan(entries: Sequence[dict[str, Any]], exp: ExperimentSpec) -> tuple[ModalityAttack, ...]:
@@ -288,7 +295,7 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
     start = time.time()
     data = build_data(exp.data, seed=spec.seed, labels=exp.labels)
     data.validate()
-    n = len(data)
+    n = len(data) if exp.limit is None else min(len(data), exp.limit)
     if n == 0:
         from ..errors import InputError
 
@@ -379,6 +386,143 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
             "fusion": fusion, "computed": computed, "reused": reused, "seconds": time.time() - start}
 
 
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, *, rank: int, world: int, device: str,
+                             progress: bool) -> dict[str, Any]:
+    """A transfer experiment: per shard, each target's confusion matrix on clean inputs and on the
+    adversarials crafted on each source, one record per shard (seeded per shard: resumable, shardable)."""
+    from tqdm.auto import tqdm
+
+    start = time.time()
+    t = exp.transfer or {}
+    data = build_data(exp.data, seed=spec.seed, labels=exp.labels)
+    data.validate()
+    n = len(data) if exp.limit is None else min(len(data), exp.limit)
+    if n == 0:
+        from ..errors import InputError
+
+        raise InputError(f"experiment {exp.name}: the data has no examples")
+    built: dict[str, Any] = {}
+
+    def model(entry: dict[str, Any]) -> Any:
+        k = digest(entry)
+        if k not in built:
+            fusion = build_model(entry, seed=spec.seed, device=device, progress=progress and rank == 0)
+            built[k] = fusion.use_amp() if spec.amp else fusion
+        return built[k]
+
+    sources = {label: model(m) for label, m in t["sources"].items()}
+    targets = {label: model(m) for label, m in (t.get("targets") or t["sources"]).items()}
+    data_mods = data.modalities()
+    for label, fusion in {**sources, **targets}.items():
+        missing = [m for m in fusion.modalities if m not in data_mods]
+        if missing:
+            from ..errors import InputError
+
+            raise InputError(f"experiment {exp.name}: model '{label}' reads {missing}, which the data ({data_mods}) does not have")
+    attacked = tuple(t["attacked"])
+    eps_255 = float(t["eps_255"]) if t.get("eps_255") is not None else float(t["eps"]) * 255
+    key = digest({"transfer": True, "experiment": _experiment_config(exp, spec)})
+    fps = {label: model_fingerprint(f) for label, f in {**sources, **targets}.items()}
+    shards = [(i, s, min(s + exp.shard, n)) for i, s in enumerate(range(0, n, exp.shard))]
+    mine = [s for s in shards if s[0] % world == rank]
+    collected: dict[tuple[str, int], dict[str, Any]] = {}
+    made: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+    computed = reused = 0
+    for index, lo, hi in tqdm(mine, desc=f"{exp.name} (shards)", disable=None if progress and rank == 0 else True, leave=False):
+        inputs, labels = data.examples(lo, hi)
+        identity = {"version": __version__, "data": data_fingerprint(inputs, labels), "model": digest(fps), "config": key}
+        payload = store.load((exp.name, key, index), identity)
+        if payload is not None:
+            reused += 1
+            collected[(key, index)] = payload
+            continue
+        _seed_everything(int(digest({"unit": key, "shard": index, "seed": spec.seed}, 15), 16))
+        batches = [({k: v[s:s + exp.batch_size] for k, v in inputs.items()}, None if labels is None else labels[s:s + exp.batch_size])
+                   for s in range(0, hi - lo, exp.batch_size)]
+        t0 = time.time()
+        clean, adv = transfer_confusions(sources, targets, batches, attack=t.get("attack", "fgsm"), eps_255=eps_255, attacked=attacked,
+                                         toolkit=t.get("toolkit", exp.toolkit), steps=t.get("steps", exp.steps),
+                                         attack_kwargs=t.get("attack_kwargs") or exp.attack_kwargs, eval_repeats=t.get("eval_repeats", 1),
+                                         progress=False)
+        payload = {"clean": {k: m.counts().tolist() for k, m in clean.items()},
+                   "adv": {f"{s} -> {g}": m.counts().tolist() for (s, g), m in adv.items()}, "seconds": time.time() - t0}
+        store.save((exp.name, key, index), identity, payload)
+        collected[(key, index)] = payload
+        made[(key, index)] = (identity, payload)
+        computed += 1
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * world if rank == 0 else None
+        dist.gather_object((collected, made), gathered, dst=0)
+        if rank == 0:
+            for part, part_made in gathered:
+                collected.update(part)
+                made.update(part_made)
+    return {"key": key, "collected": collected, "made": made, "shards": [s[0] for s in shards], "data": data, "sources": list(sources),
+            "targets": list(targets), "task": next(iter(targets.values())).task, "modalities": list(next(iter(targets.values())).modalities),
+            "eps_255": eps_255, "computed": computed, "reused": reused, "seconds": time.time() - start}
+
+
+def summarize_transfer(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
+    """A transfer experiment's report entry: the matrix (``transfer.values['source -> target']``), the
+    targets' clean scores, the whitebox-vs-transfer check."""
+    key, shards, collected = run["key"], run["shards"], run["collected"]
+    missing = [s for s in shards if (key, s) not in collected]
+    if missing:
+        raise RuntimeError(f"experiment {exp.name}: {len(missing)} record(s) missing after the run (shards {missing[:3]})")
+    t = exp.transfer or {}
+    metric = t.get("metric", "iou_ratio")
+
+    def total(part: str, name: str) -> torch.Tensor:
+        return sum(torch.tensor(collected[(key, s)][part][name], dtype=torch.int64) for s in shards)
+
+    first = collected[(key, shards[0])]
+    clean = {name: SegmentationMetrics.from_confusion(total("clean", name)) for name in first["clean"]}
+    values, confusion = {}, {}
+    for name in first["adv"]:
+        m = SegmentationMetrics.from_confusion(total("adv", name))
+        target = name.split(" -> ")[1]
+        values[name] = m.pixel_accuracy() if metric == "accuracy" else m.miou() / clean[target].miou()
+        confusion[name] = total("adv", name).tolist()
+    attack = t.get("attack", "fgsm")
+    attack_text = attack.upper() if isinstance(attack, str) else ", ".join(f"{a.upper()} from {s}" for s, a in attack.items())
+    eps_text = f"{t['eps']:g}" if t.get("eps") is not None else f"{run['eps_255']:g}/255"
+    description = {"data": run["data"].description, "attack": attack_text, "budget": eps_text, "attacked": "+".join(t["attacked"]),
+                   "toolkit": t.get("toolkit", exp.toolkit), "steps": str(t.get("steps", exp.steps)),
+                   "evaluation draws": str(t.get("eval_repeats", 1)),
+                   "models": "; ".join(f"{label}: {_model_text(m)}" for label, m in {**t["sources"], **(t.get("targets") or {})}.items())}
+    entry = {
+        "name": exp.name, "kind": "transfer", "task": run["task"],
+        "title": exp.title or f"{exp.name}: transfer of {attack_text} {eps_text} on {'+'.join(t['attacked']).upper()}",
+        "description": description, "metric": "accuracy" if metric == "accuracy" else "IoU ratio",
+        "clean": {name: (m.pixel_accuracy() if metric == "accuracy" else m.miou()) for name, m in clean.items()},
+        "modalities": run["modalities"], "rows": [], "raw_rows": [], "qualitative": [],
+        "transfer": {"values": values, "metric": "accuracy" if metric == "accuracy" else "IoU ratio (adv mIoU / clean mIoU)",
+                     "sources": run["sources"], "targets": run["targets"], "attack": attack, "eps_255": run["eps_255"],
+                     "attacked": list(t["attacked"]), "eval_repeats": t.get("eval_repeats", 1)},
+        "confusion": {**{f"clean {k}": total("clean", k).tolist() for k in first["clean"]}, **confusion},
+        "table": exp.table, "seconds": round(run["seconds"], 1),
+        "shards": {"done": len(shards), "total": len(shards), "records_computed": run["computed"], "records_reused": run["reused"]},
+    }
+    from .validity import annotate_rows, check_experiment
+
+    checks = check_experiment(entry)
+    entry["rows"] = annotate_rows(entry, checks)
+    entry["checks"] = [c.to_dict() for c in checks]
+    return entry
+
+
 def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     """Reduce an experiment's records (in shard order) to its report entry: rows, clean scores, checks."""
     units: list[Unit] = run["units"]
@@ -437,7 +581,7 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     if include is not None:
         description["classes in the means"] = ", ".join(map(str, include))
     entry = {
-        "name": exp.name, "task": fusion.task, "title": exp.title or f"{exp.name}: {exp.model['name']} on {exp.data['name']}",
+        "name": exp.name, "kind": "grid", "task": fusion.task, "title": exp.title or f"{exp.name}: {exp.model['name']} on {exp.data['name']}",
         "description": description, "metric": "accuracy" if classification else "mIoU", "clean": clean_summary,
         "modalities": list(fusion.modalities), "rows": rows, "raw_rows": raw_rows, "qualitative": qualitative, "transfer": None,
         "confusion": confusions, "table": exp.table, "seconds": round(run["seconds"], 1),
@@ -477,13 +621,16 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
     experiments = [e for e in spec.experiments if only is None or e.name in only]
     entries = []
     for exp in experiments:
-        run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress)
+        if exp.kind == "transfer":
+            run = _run_transfer_experiment(exp, spec, store, rank=rank, world=world, device=device, progress=progress)
+        else:
+            run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress)
         if rank == 0:
             # records other ranks computed, kept in rank 0's folder too (ranks on other nodes may write elsewhere)
             for (key, shard), (identity, payload) in (run["made"].items() if world > 1 else ()):
                 if store.load((exp.name, key, shard), identity) is None:
                     store.save((exp.name, key, shard), identity, payload)
-            entries.append(summarize(exp, run))
+            entries.append(summarize_transfer(exp, run) if exp.kind == "transfer" else summarize(exp, run))
     if world > 1:
         import torch.distributed as dist
 

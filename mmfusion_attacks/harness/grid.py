@@ -45,6 +45,8 @@ __all__ = [
     "GridResult",
     "run_grid",
     "run_transfer",
+    "transfer_confusions",
+    "transfer_values",
 ]
 
 Batch = tuple[Mapping[str, torch.Tensor], "torch.Tensor | None"]
@@ -539,7 +541,7 @@ def run_grid(
     return GridResult(clean, metrics, on_target, " + ".join(sorted(sources)), {"toolkit": spec.toolkit, "steps": spec.steps}, counts)
 
 
-def run_transfer(
+def transfer_confusions(
     sources: Mapping[str, FusionModel],
     targets: Mapping[str, FusionModel],
     batches: Iterable[Batch],
@@ -553,14 +555,9 @@ def run_transfer(
     eval_repeats: int = 1,
     progress: bool = True,
     total: int | None = None,
-    metric: str = "iou_ratio",
-) -> dict[tuple[str, str], float]:
-    """Each target model on adversarials crafted on each source model (white box on the diagonal,
-    transfer elsewhere): ``metric="iou_ratio"`` (mIoU on adversarials / clean mIoU) or ``"accuracy"``
-    (fraction of pixels / examples right on adversarials). ``attack`` may name one recipe per source;
-    ``eval_repeats`` scores stochastic targets (randomised defences) over several draws."""
-    if metric not in ("iou_ratio", "accuracy"):
-        raise ValueError(f"metric must be 'iou_ratio' or 'accuracy', got {metric!r}")
+) -> tuple[dict[str, SegmentationMetrics], dict[tuple[str, str], SegmentationMetrics]]:
+    """The confusion matrices behind :func:`run_transfer`: each target's on clean inputs and on the
+    adversarials crafted on each source (integers: shards of a dataset sum exactly)."""
     per_source = {s: attack if isinstance(attack, str) else attack[s] for s in sources}
     kwargs = attack_kwargs or {}
     built = {
@@ -591,6 +588,42 @@ def run_transfer(
                 crafted_t = _to_device(crafted, model.device, crafted)
                 for _ in range(eval_repeats):
                     adv[key].update(model.predict(crafted_t), truth)
+    return clean, adv
+
+
+def transfer_values(clean: Mapping[str, SegmentationMetrics], adv: Mapping[tuple[str, str], SegmentationMetrics],
+                    metric: str = "iou_ratio") -> dict[tuple[str, str], float]:
+    """``iou_ratio``: adversarial mIoU / clean mIoU of the target; ``accuracy``: fraction of pixels /
+    examples right on the adversarials."""
+    if metric not in ("iou_ratio", "accuracy"):
+        raise ValueError(f"metric must be 'iou_ratio' or 'accuracy', got {metric!r}")
     if metric == "accuracy":
         return {key: m.pixel_accuracy() for key, m in adv.items()}
     return {key: m.miou() / clean[key[1]].miou() for key, m in adv.items()}
+
+
+def run_transfer(
+    sources: Mapping[str, FusionModel],
+    targets: Mapping[str, FusionModel],
+    batches: Iterable[Batch],
+    *,
+    attack: str | Mapping[str, str] = "fgsm",
+    eps_255: float = 8,
+    attacked: tuple[str, ...] = ("rgb", "ir"),
+    toolkit: str = "torchattacks",
+    steps: int = 10,
+    attack_kwargs: Mapping[str, dict[str, Any]] | None = None,
+    eval_repeats: int = 1,
+    progress: bool = True,
+    total: int | None = None,
+    metric: str = "iou_ratio",
+) -> dict[tuple[str, str], float]:
+    """Each target model on adversarials crafted on each source model (white box on the diagonal,
+    transfer elsewhere): ``metric="iou_ratio"`` (mIoU on adversarials / clean mIoU) or ``"accuracy"``
+    (fraction of pixels / examples right on adversarials). ``attack`` may name one recipe per source;
+    ``eval_repeats`` scores stochastic targets (randomised defences) over several draws."""
+    if metric not in ("iou_ratio", "accuracy"):
+        raise ValueError(f"metric must be 'iou_ratio' or 'accuracy', got {metric!r}")
+    clean, adv = transfer_confusions(sources, targets, batches, attack=attack, eps_255=eps_255, attacked=attacked, toolkit=toolkit,
+                                     steps=steps, attack_kwargs=attack_kwargs, eval_repeats=eval_repeats, progress=progress, total=total)
+    return transfer_values(clean, adv, metric)

@@ -286,8 +286,18 @@ def write_table_text(exp: Mapping[str, Any]) -> str:
         lines.append(f"{WARN} {len(failed)} validity warnings: " + ", ".join(str(c.get("name", "?")) for c in failed))
     if note := _incomplete(exp):
         lines.append(f"{WARN} {note}")
+    tr = exp.get("transfer")
+    if isinstance(tr, Mapping) and tr.get("values"):
+        sources, targets, pairs = _transfer_grid(tr)
+        width = max(len("crafted on \\ evaluated on"), *(len(s) for s in sources)) + 2
+        lines += ["", f"transfer ({tr.get('metric', '')}): rows crafted on, columns evaluated on",
+                  "crafted on \\ evaluated on".ljust(width) + "".join(t.rjust(max(len(t), 6) + 2) for t in targets)]
+        for s in sources:
+            lines.append(s.ljust(width) + "".join((_fmt(pairs[(s, t)]) if (s, t) in pairs else "-").rjust(max(len(t), 6) + 2)
+                                                 for t in targets))
     if not body:
-        lines.append("(no rows)")
+        if not (isinstance(tr, Mapping) and tr.get("values")):
+            lines.append("(no rows)")
         return "\n".join(lines)
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
     numeric = set(range(2, len(header) - 2))

@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError
 from ..fusion import FusionModel
 
-__all__ = ["ExperimentData", "build_data", "build_model", "model_fingerprint", "data_fingerprint"]
+__all__ = ["ExperimentData", "build_data", "build_model", "apply_wrappers", "without_defences", "model_fingerprint", "data_fingerprint"]
 
 _NOT_MODALITIES = ("labels", "label", "name", "night", "uid", "id")
 
@@ -148,6 +148,7 @@ def build_model(model: Mapping[str, Any], *, seed: int, device: str, progress: b
 
     source = model.get("source", "registry")
     name = model["name"]
+    seed = model.get("seed", seed)
     torch.manual_seed(seed)
     if source == "registry":
         options = dict(model.get("options") or {})
@@ -173,7 +174,9 @@ def build_model(model: Mapping[str, Any], *, seed: int, device: str, progress: b
         from .defences import train_fusion
 
         x, y = create_dataset("synthetic-rgbt-scenes", split="train", size=model.get("train_size", 600)).tensors()
-        fusion = train_fusion(x, y, adversarial=None, eps=8 / 255, epochs=model.get("epochs", 12), pgd_steps=1, seed=seed, device=device)
+        adversarial = tuple(model["adversarial"]) if model.get("adversarial") else None
+        fusion = train_fusion(x, y, adversarial=adversarial, eps=model.get("eps_255", 8.0) / 255, epochs=model.get("epochs", 12),
+                              pgd_steps=model.get("pgd_steps", 1), seed=seed, device=device, defences=_defences(model.get("defences")))
     elif source == "synthetic-trimodal":
         from ..data import create_dataset
         from ..models.trimodal import train_trimodal
@@ -193,7 +196,59 @@ def build_model(model: Mapping[str, Any], *, seed: int, device: str, progress: b
             raise InputError(f"model.factory: {model['factory']!r} returned {type(fusion).__name__}, not a FusionModel")
     else:  # parse_spec refuses unknown sources
         raise InputError(f"model.source: unknown source {source!r}")
-    return fusion.to(device).eval()
+    return apply_wrappers(fusion.to(device).eval(), model.get("wrap") or ())
+
+
+def _defences(spec: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any] | None:
+    """``{ir: {median: 3}}`` / ``{ir: {gaussian: 0.05}}`` as ART preprocessors inside the model (active in
+    training and at test time)."""
+    if not spec:
+        return None
+    from art.defences.preprocessor import GaussianAugmentation, SpatialSmoothing
+
+    out = {}
+    for modality, d in spec.items():
+        (kind, value), = d.items()
+        if kind == "median":
+            out[modality] = SpatialSmoothing(window_size=int(value), channels_first=True, apply_fit=True)
+        elif kind == "gaussian":
+            out[modality] = GaussianAugmentation(sigma=float(value), augmentation=False, apply_fit=True, apply_predict=True)
+        else:
+            raise InputError(f"model.defences.{modality}: unknown defence {kind!r} (median, gaussian)")
+    return out
+
+
+def without_defences(fusion: FusionModel) -> FusionModel:
+    """The same network (shared weights) without its preprocessing defences: what a plain attacker
+    crafts on. The original keeps its defences."""
+    import copy
+
+    from torch import nn
+
+    plain = copy.copy(fusion)
+    plain._modules = dict(fusion._modules)
+    plain.defences = nn.ModuleDict()
+    return plain.eval()
+
+
+def apply_wrappers(fusion: FusionModel, wrap: Sequence[Mapping[str, Any]]) -> FusionModel:
+    """A spec's ``wrap`` list applied in order (at-scale, multiscale, random-resize-pad, undefended)."""
+    from ..models.wrappers import at_scale, multiscale, random_resize_pad
+
+    for w in wrap:
+        kind = w["kind"]
+        multiple = int(w.get("multiple", 32))
+        if kind == "at-scale":
+            fusion = at_scale(fusion, float(w["scale"]), multiple)
+        elif kind == "multiscale":
+            fusion = multiscale(fusion, tuple(float(x) for x in w.get("scales", (0.5, 0.75, 1.0))), multiple)
+        elif kind == "random-resize-pad":
+            fusion = random_resize_pad(fusion, float(w.get("low", 0.8)), float(w.get("high", 1.2)), multiple)
+        elif kind == "undefended":
+            fusion = without_defences(fusion)
+        else:  # parse_spec refuses unknown wrappers
+            raise InputError(f"model.wrap: unknown wrapper {kind!r}")
+    return fusion.eval()
 
 
 def model_fingerprint(fusion: FusionModel) -> str:

@@ -30,6 +30,28 @@ in one :class:`SpecError`, each naming its field and its line in the file. The f
         sanity: {attack: bim, steps: 20}   # an attack at an unbounded budget (the gradient-masking check); false: none
         qualitative: 1             # examples per attacked subset drawn in the report
         table: default             # how the console prints it: default | rgbt-study | vl-study
+        limit: null                # use only the first N examples of the data
+        transfer: null             # a transfer experiment instead of a grid (below)
+
+A **transfer experiment** (``transfer:``) crafts adversarials on each source model and scores each
+target model on them (white box on the diagonal); its records hold confusion matrices per shard::
+
+        transfer:
+          sources: {mfnet: {name: mfnet, source: synthetic-rgbt}, mfnet@50%: {name: mfnet, source: synthetic-rgbt,
+                    wrap: [{kind: at-scale, scale: 0.5, multiple: 16}]}}
+          targets: {...}           # default: the sources
+          attack: fgsm             # or one per source: {mfnet: pgd, defended: eotpgd}
+          eps_255: 8               # or eps
+          attacked: [rgb, ir]
+          eval_repeats: 1          # score stochastic targets over several draws
+          metric: iou_ratio        # iou_ratio (adv mIoU / clean mIoU) | accuracy
+
+Any model entry may carry ``wrap``: a list of wrappers applied in order (``at-scale`` {scale, multiple},
+``multiscale`` {scales, multiple}, ``random-resize-pad`` {low, high, multiple}, ``undefended``: the
+network without its preprocessing defences).
+
+A top-level ``table: NAME`` names a preset's table (:mod:`.tables`: rgbt, vl, joint, contrastive,
+defences), printed after the run by ``mmfusion-attacks run`` and by the preset script alike.
 
 Model sources (``model.source``): ``registry`` (``create_model(name, **options)``, with ``weights`` a
 checkpoint, else randomly initialised from the seed), ``synthetic-rgbt`` / ``synthetic-vl`` /
@@ -60,17 +82,30 @@ __all__ = [
     "parse_spec",
     "spec_to_yaml",
     "MODEL_SOURCES",
+    "WRAPPERS",
     "TABLES",
 ]
 
 MODEL_SOURCES = {
-    "registry": {"weights": str, "options": dict, "num_classes": int},
+    "registry": {"weights": str, "options": dict, "num_classes": int, "seed": int},
     "synthetic-rgbt": {"train_steps": int, "size": list},
     "synthetic-vl": {"image_size": int, "train_size": int},
-    "synthetic-rgbt-classifier": {"train_size": int, "epochs": int},
+    "synthetic-rgbt-classifier": {"train_size": int, "epochs": int, "adversarial": list, "eps_255": float, "pgd_steps": int,
+                                  "defences": dict, "seed": int},
     "synthetic-trimodal": {"train_size": int},
     "callable": {"factory": str, "options": dict},
 }
+#: model wrappers (``wrap:``) and their fields
+WRAPPERS = {
+    "at-scale": {"scale": float, "multiple": int},
+    "multiscale": {"scales": list, "multiple": int},
+    "random-resize-pad": {"low": float, "high": float, "multiple": int},
+    "undefended": {},
+}
+#: per-modality preprocessing defences of ``synthetic-rgbt-classifier`` (``defences: {ir: {median: 3}}``)
+DEFENCES = {"median": int, "gaussian": float}
+_TRANSFER_FIELDS = {"sources": dict, "targets": dict, "attack": (str, dict), "eps_255": float, "eps": float, "attacked": list,
+                    "eval_repeats": int, "metric": str, "attack_kwargs": dict, "steps": int, "toolkit": str}
 TABLES = ("default", "rgbt-study", "vl-study")
 _PATH_KEYS = ("root", "data_root", "path", "paths", "weights")
 
@@ -108,6 +143,12 @@ class ExperimentSpec:
     sanity: dict[str, Any] | None = field(default_factory=lambda: {"attack": "bim", "steps": 10})
     qualitative: int = 1
     table: str = "default"
+    limit: int | None = None
+    transfer: dict[str, Any] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "transfer" if self.transfer else "grid"
 
     @property
     def shard(self) -> int:
@@ -121,6 +162,7 @@ class RunSpec:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    table: str | None = None  # a preset's table (.tables), printed after the run
     source: str = "spec"  # the file it came from (for messages)
 
     def experiment(self, name: str) -> ExperimentSpec:
@@ -202,7 +244,7 @@ def _kind_name(kind: Any) -> str:
 
 
 _EXPERIMENT_FIELDS = {f.name: f for f in dataclasses.fields(ExperimentSpec)}
-_TOP = {"name": str, "seed": int, "device": str, "amp": bool, "experiments": list}
+_TOP = {"name": str, "seed": int, "device": str, "amp": bool, "table": str, "experiments": list}
 
 
 def parse_spec(value: Any, lines: Mapping[tuple, int] | None = None, *, source: str = "spec", base: Path | None = None) -> RunSpec:
@@ -244,15 +286,20 @@ def parse_spec(value: Any, lines: Mapping[tuple, int] | None = None, *, source: 
         problem = device_problem(device, "device", allow_auto=True)
         if problem:
             c.add(("device",), problem.split(": ", 1)[1])
+    table = value.get("table")
+    if isinstance(table, str):
+        from .tables import PRESET_TABLES
+
+        if table not in PRESET_TABLES:
+            c.add(("table",), f"unknown table {table!r}; choose from {sorted(PRESET_TABLES)}")
     if c.problems:
         raise SpecError(c.problems, source)
     return RunSpec(name=str(value.get("name", Path(source).stem)), experiments=parsed, seed=seed, device=device,
-                   amp=bool(value.get("amp", False)), source=source)
+                   amp=bool(value.get("amp", False)), table=table if isinstance(table, str) else None, source=source)
 
 
 def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> ExperimentSpec | None:
     from ..data import DATASETS
-    from ..models import MODELS
     from ..recipes import list_recipes
 
     if not c.typed(exp, dict, path, "a mapping (name, model, data, attacks...)"):
@@ -266,7 +313,8 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
             c.add(path, f"missing field '{key}'")
     simple = {"name": str, "title": str, "batch_size": int, "shard_size": int, "labels": str, "toolkit": str, "steps": int,
               "qualitative": int, "table": str, "model": dict, "data": dict, "attacks": list, "eps_255": list, "eps": list,
-              "subsets": list, "seeds": list, "attack_kwargs": dict, "combos": list, "joint": list, "worst_case": list}
+              "subsets": list, "seeds": list, "attack_kwargs": dict, "combos": list, "joint": list, "worst_case": list,
+              "limit": int, "transfer": dict}
     exp = dict(exp)
     for key, kind in simple.items():
         if key in exp and exp[key] is not None and not c.typed(exp[key], kind, path + (key,)):
@@ -275,7 +323,7 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
         return None
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", exp["name"]):
         c.add(path + ("name",), f"use letters, digits and - _ . + only (it names a folder), got {exp['name']!r}")
-    for key, low in (("batch_size", 1), ("steps", 1), ("qualitative", 0), ("shard_size", 1)):
+    for key, low in (("batch_size", 1), ("steps", 1), ("qualitative", 0), ("shard_size", 1), ("limit", 1)):
         if key in exp and exp[key] is not None and exp[key] < low:
             c.add(path + (key,), f"must be >= {low}, got {exp[key]}")
     if exp.get("shard_size") and exp.get("batch_size", 8) and exp["shard_size"] % exp.get("batch_size", 8):
@@ -288,26 +336,7 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
     if toolkit not in ("torchattacks", "art"):
         c.add(path + ("toolkit",), f"must be 'torchattacks' or 'art', got {toolkit!r}")
     # model
-    model = dict(exp["model"])
-    mpath = path + ("model",)
-    source = model.get("source", "registry")
-    if not isinstance(model.get("name"), str):
-        c.add(mpath + ("name",), "missing: a registered model name (e.g. mfnet)")
-    elif source != "callable" and model["name"] not in MODELS:
-        c.add(mpath + ("name",), f"unknown model {model['name']!r}; registered: {', '.join(MODELS.names())}")
-    if source not in MODEL_SOURCES:
-        c.add(mpath + ("source",), f"unknown model source {source!r}; choose from {sorted(MODEL_SOURCES)}")
-    else:
-        allowed = MODEL_SOURCES[source]
-        for key, val in model.items():
-            if key in ("name", "source"):
-                continue
-            if key not in allowed:
-                c.add(mpath + (key,), f"not a field of model source '{source}' (it has {sorted(allowed)})")
-            else:
-                c.typed(val, allowed[key], mpath + (key,))
-        if source == "callable" and not re.fullmatch(r"[\w.]+:[\w.]+", str(model.get("factory", ""))):
-            c.add(mpath + ("factory",), "give 'package.module:function' (a function returning a FusionModel)")
+    model = _model_entry(exp["model"], path + ("model",), c)
     # data
     data = dict(exp["data"])
     dpath = path + ("data",)
@@ -315,6 +344,7 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
         c.add(dpath + ("name",), "missing: a registered dataset name (e.g. synthetic-rgbt)")
     elif data["name"] != "rgbt-frames" and data["name"] not in DATASETS:
         c.add(dpath + ("name",), f"unknown dataset {data['name']!r}; registered: {', '.join([*DATASETS.names(), 'rgbt-frames'])}")
+    mpath = path + ("model",)
     for mapping, mp in ((data, dpath), (model, mpath)):
         for key in _PATH_KEYS:
             if key in mapping and mapping[key] is not None:
@@ -353,6 +383,9 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
     for kind in ("combos", "joint", "worst_case"):
         for j, item in enumerate(exp.get(kind) or []):
             _cell_problems(kind, item, path + (kind, j), c, recipes)
+    transfer = exp.get("transfer")
+    if transfer is not None:
+        transfer = _transfer_entry(transfer, path + ("transfer",), c, recipes, toolkit, base)
     sanity = exp.get("sanity", ExperimentSpec.__dataclass_fields__["sanity"].default_factory())
     if sanity is True:
         sanity = {"attack": "bim", "steps": 10}
@@ -369,10 +402,108 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
     if len(c.problems) > before:
         return None
     fields = {k: v for k, v in exp.items() if k in _EXPERIMENT_FIELDS and v is not None}
-    fields.update(model=model, data=data, sanity=sanity, attacks=attacks)
+    fields.update(model=model, data=data, sanity=sanity, attacks=attacks, transfer=transfer)
     fields["eps_255"] = [float(e) for e in fields.get("eps_255", [])]
     fields["eps"] = [float(e) for e in fields.get("eps", [])]
     return ExperimentSpec(**fields)
+
+
+def _model_entry(value: Any, mpath: tuple, c: _Checker, base: Path | None = None) -> dict[str, Any]:
+    """A model entry checked (name, source and the source's fields, ``wrap``); returns a copy."""
+    from ..models import MODELS
+
+    model = dict(value)
+    source = model.get("source", "registry")
+    if not isinstance(model.get("name"), str):
+        c.add(mpath + ("name",), "missing: a registered model name (e.g. mfnet)")
+    elif source != "callable" and model["name"] not in MODELS:
+        c.add(mpath + ("name",), f"unknown model {model['name']!r}; registered: {', '.join(MODELS.names())}")
+    if source not in MODEL_SOURCES:
+        c.add(mpath + ("source",), f"unknown model source {source!r}; choose from {sorted(MODEL_SOURCES)}")
+    else:
+        allowed = MODEL_SOURCES[source]
+        for key, val in model.items():
+            if key in ("name", "source"):
+                continue
+            if key == "wrap":
+                _wrap_problems(val, mpath + ("wrap",), c)
+            elif key not in allowed:
+                c.add(mpath + (key,), f"not a field of model source '{source}' (it has {sorted([*allowed, 'wrap'])})")
+            else:
+                c.typed(val, allowed[key], mpath + (key,))
+        if source == "callable" and not re.fullmatch(r"[\w.]+:[\w.]+", str(model.get("factory", ""))):
+            c.add(mpath + ("factory",), "give 'package.module:function' (a function returning a FusionModel)")
+        for m, d in (model.get("defences") or {}).items() if isinstance(model.get("defences"), dict) else ():
+            if not isinstance(d, dict) or len(d) != 1 or next(iter(d)) not in DEFENCES:
+                c.add(mpath + ("defences", m), f"one of {sorted(DEFENCES)} with its value, e.g. {{median: 3}}, got {d!r}")
+            elif not c.typed(next(iter(d.values())), DEFENCES[next(iter(d))], mpath + ("defences", m, next(iter(d)))):
+                pass
+    if isinstance(model.get("weights"), str):
+        p = Path(model["weights"]).expanduser()
+        p = p if p.is_absolute() or base is None else base / p
+        if not p.exists():
+            c.add(mpath + ("weights",), f"no file or folder at {p}")
+        model["weights"] = str(p)
+    return model
+
+
+def _wrap_problems(value: Any, path: tuple, c: _Checker) -> None:
+    if not c.typed(value, list, path, "a list of wrappers, e.g. [{kind: at-scale, scale: 0.5, multiple: 16}]"):
+        return
+    for j, w in enumerate(value):
+        if not c.typed(w, dict, path + (j,), "a mapping with 'kind'"):
+            continue
+        kind = w.get("kind")
+        if kind not in WRAPPERS:
+            c.add(path + (j, "kind"), f"unknown wrapper {kind!r}; choose from {sorted(WRAPPERS)}")
+            continue
+        if kind == "at-scale" and "scale" not in w:
+            c.add(path + (j,), "missing field 'scale'")
+        for key, val in w.items():
+            if key == "kind":
+                continue
+            if key not in WRAPPERS[kind]:
+                c.add(path + (j, key), f"not a field of wrapper '{kind}' (it has {sorted(WRAPPERS[kind])})")
+            else:
+                c.typed(val, WRAPPERS[kind][key], path + (j, key))
+
+
+def _transfer_entry(value: Any, path: tuple, c: _Checker, recipes: set, toolkit: str, base: Path | None) -> dict[str, Any] | None:
+    if not c.typed(value, dict, path, "a mapping {sources, targets, attack, eps_255, attacked, ...}"):
+        return None
+    t = dict(value)
+    for key, val in t.items():
+        if key not in _TRANSFER_FIELDS:
+            c.add(path + (key,), f"unknown field; transfer has {sorted(_TRANSFER_FIELDS)}")
+        elif val is not None:
+            c.typed(val, _TRANSFER_FIELDS[key], path + (key,))
+    for key in ("sources", "attacked"):
+        if not t.get(key):
+            c.add(path, f"missing field '{key}'")
+    if t.get("eps_255") is None and t.get("eps") is None:
+        c.add(path, "missing field 'eps_255' (or 'eps')")
+    for key in ("eps_255", "eps"):
+        if isinstance(t.get(key), (int, float)) and t[key] < 0:
+            c.add(path + (key,), f"must be >= 0, got {t[key]}")
+    for key in ("sources", "targets"):
+        if isinstance(t.get(key), dict):
+            t[key] = {str(label): _model_entry(m, path + (key, label), c, base) if c.typed(m, dict, path + (key, label)) else m
+                      for label, m in t[key].items()}
+    tk = t.get("toolkit", toolkit)
+    attacks = t.get("attack", "fgsm")
+    per_source = attacks if isinstance(attacks, dict) else {s: attacks for s in t.get("sources") or {}}
+    for s, a in per_source.items():
+        if isinstance(t.get("sources"), dict) and s not in t["sources"]:
+            c.add(path + ("attack", s), f"no source model {s!r} (sources: {list(t['sources'])})")
+        elif (str(a).lower(), tk) not in recipes:
+            c.add(path + ("attack",) + ((s,) if isinstance(attacks, dict) else ()), f"no attack recipe {a!r} for toolkit {tk!r}")
+    if isinstance(attacks, dict) and isinstance(t.get("sources"), dict) and set(attacks) != set(t["sources"]):
+        c.add(path + ("attack",), f"give one attack per source model ({list(t['sources'])})")
+    if t.get("metric", "iou_ratio") not in ("iou_ratio", "accuracy"):
+        c.add(path + ("metric",), f"must be iou_ratio or accuracy, got {t.get('metric')!r}")
+    if isinstance(t.get("eval_repeats"), int) and t["eval_repeats"] < 1:
+        c.add(path + ("eval_repeats",), f"must be >= 1, got {t['eval_repeats']}")
+    return t
 
 
 _STEP_FIELDS = {"kind": str, "name": str, "attacked": list, "amount": float, "toolkit": str, "steps": int, "seed": int}
@@ -455,7 +586,10 @@ def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
                 continue
             d[f.name] = v if v is not None else False
         experiments.append(d)
-    return {"name": spec.name, "seed": spec.seed, "device": spec.device, "amp": spec.amp, "experiments": experiments}
+    top = {"name": spec.name, "seed": spec.seed, "device": spec.device, "amp": spec.amp}
+    if spec.table:
+        top["table"] = spec.table
+    return {**top, "experiments": experiments}
 
 
 def spec_to_yaml(spec: RunSpec) -> str:
