@@ -493,7 +493,9 @@ def summarize_transfer(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, An
     for name in first["adv"]:
         m = SegmentationMetrics.from_confusion(total("adv", name))
         target = name.split(" -> ")[1]
-        values[name] = m.pixel_accuracy() if metric == "accuracy" else m.miou() / clean[target].miou()
+        base = clean[target].miou()
+        # a target with clean mIoU 0 has no ratio: NaN (shown as such), not a division error or a made-up number
+        values[name] = m.pixel_accuracy() if metric == "accuracy" else (m.miou() / base if base > 0 else float("nan"))
         confusion[name] = total("adv", name).tolist()
     attack = t.get("attack", "fgsm")
     attack_text = attack.upper() if isinstance(attack, str) else ", ".join(f"{a.upper()} from {s}" for s, a in attack.items())

@@ -599,7 +599,7 @@ def transfer_values(clean: Mapping[str, SegmentationMetrics], adv: Mapping[tuple
         raise ValueError(f"metric must be 'iou_ratio' or 'accuracy', got {metric!r}")
     if metric == "accuracy":
         return {key: m.pixel_accuracy() for key, m in adv.items()}
-    return {key: m.miou() / clean[key[1]].miou() for key, m in adv.items()}
+    return {key: (m.miou() / clean[key[1]].miou() if clean[key[1]].miou() > 0 else float("nan")) for key, m in adv.items()}
 
 
 def run_transfer(

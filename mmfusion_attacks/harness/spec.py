@@ -218,10 +218,11 @@ class _Checker:
         self.lines, self.source, self.problems = lines, source, []
 
     def add(self, path: tuple, message: str) -> None:
-        line = self.lines.get(path)
-        while line is None and path:
-            path = path[:-1]
-            line = self.lines.get(path)
+        """A problem at ``path``, with the line of the nearest enclosing value the file has."""
+        where, line = path, self.lines.get(path)
+        while line is None and where:
+            where = where[:-1]
+            line = self.lines.get(where)
         self.problems.append(f"{'line ' + str(line) + ': ' if line else ''}{_name(path) if path else 'spec'}: {message}")
 
     def typed(self, value: Any, kind: Any, path: tuple, what: str = "") -> bool:
