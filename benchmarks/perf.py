@@ -1,0 +1,305 @@
+"""Performance side by side: what the adapters and the harness cost next to the model's own work, as
+ratios measured in one run (variants interleaved, repeated; min / median / max of each ratio), never a
+single absolute time.
+
+    python benchmarks/perf.py                 # every measurement, CPU
+    python benchmarks/perf.py --quick         # small sizes, under 3 minutes on 2 CPU cores
+    python benchmarks/perf.py --device cuda   # on a GPU (MF-test-set study grid timing when --mf-root is given)
+    python benchmarks/perf.py --only P1 P4
+
+P1  adapter overhead: torchattacks PGD-10 through the fusion adapter (``run_attack``) vs the same
+    torchattacks PGD on a hand-wired single-input module computing the same function (MFNet and an smp
+    two-stream U-Net). Target: median <= 1.03x.
+P2  ART path: ART PGD through the project's estimator vs the torchattacks path. Target: <= 1.25x.
+P4  harness: one PGD step inside the grid runner vs a bare forward + backward. Target: <= 1.10x.
+P5  scaling: wall time per image at 1x, 4x, 16x images (ratio of ratios within 10%) and peak RSS
+    (fresh process per size) flat in the number of images.
+
+Exit status 1 when a target is missed beyond the measured spread (even the best repeat misses it).
+Every variant pair is also checked for equal results (the maximum difference is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Ratio:
+    """One measured ratio (variant / baseline) over repeats, with its target."""
+
+    name: str
+    values: list[float]
+    target: float | None = None
+    better: str = "lower"  # "lower": ratio <= target; "higher": ratio >= target
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stats(self) -> tuple[float, float, float]:
+        return min(self.values), statistics.median(self.values), max(self.values)
+
+    @property
+    def missed(self) -> bool:
+        """Missed beyond the spread: even the best repeat is on the wrong side of the target."""
+        if self.target is None:
+            return False
+        lo, _, hi = self.stats
+        return lo > self.target if self.better == "lower" else hi < self.target
+
+    def line(self) -> str:
+        lo, med, hi = self.stats
+        goal = "" if self.target is None else f"{'<=' if self.better == 'lower' else '>='} {self.target:g}"
+        verdict = "" if self.target is None else ("MISSED" if self.missed else ("ok" if (med <= self.target if self.better == "lower" else med >= self.target) else "within spread"))
+        return f"{self.name:<58} {lo:7.3f} {med:7.3f} {hi:7.3f}  {goal:>8}  {verdict:<13} {self.note}"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], repeats: int, device: torch.device, inner: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each variant, the variants interleaved (order rotated every repeat) so slow
+    phases of a noisy machine hit all of them; one warm-up call each first."""
+    names = list(variants)
+    for n in names:
+        variants[n]()
+    _sync(device)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for n in order:
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(inner):
+                variants[n]()
+            _sync(device)
+            times[n].append((time.perf_counter() - t) / inner)
+    return times
+
+
+def ratios(times: dict[str, list[float]], variant: str, baseline: str) -> list[float]:
+    return [v / b for v, b in zip(times[variant], times[baseline])]
+
+
+# ----------------------------------------------------------------------------------------------- P1, P2
+
+
+class _PackedSingleInput(torch.nn.Module):
+    """A packed-input network (MFNet) with RGB held: forward(ir) = net(cat(rgb, ir)). Hand-wired."""
+
+    def __init__(self, net: torch.nn.Module, rgb: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.rgb = net, rgb
+
+    def forward(self, ir: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([self.rgb, ir], 1))
+
+
+class _NamedSingleInput(torch.nn.Module):
+    """A two-input network with RGB held: forward(ir) = net(rgb=rgb, ir=ir). Hand-wired."""
+
+    def __init__(self, net: torch.nn.Module, rgb: torch.Tensor) -> None:
+        super().__init__()
+        self.net, self.rgb = net, rgb
+
+    def forward(self, ir: torch.Tensor) -> torch.Tensor:
+        return self.net(rgb=self.rgb, ir=ir)
+
+
+def _segmentation_setup(arch: str, args: argparse.Namespace, device: torch.device):
+    from mmfusion_attacks.models import create_model
+
+    torch.manual_seed(0)
+    fusion = create_model(arch, num_classes=9).to(device).eval()
+    h, w = args.size
+    batch = {"rgb": torch.rand(args.batch, 3, h, w, device=device), "ir": torch.rand(args.batch, 1, h, w, device=device)}
+    with torch.no_grad():
+        labels = fusion(batch).argmax(1)
+    return fusion, batch, labels
+
+
+def measure_adapters(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    out = []
+    for arch in args.p1_models:
+        out += _adapter_ratios(arch, args, device)
+    return out
+
+
+def _adapter_ratios(arch: str, args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    import torchattacks
+    from art.attacks.evasion import ProjectedGradientDescent
+    from mmfusion_attacks.adapters.art import to_art
+    from mmfusion_attacks.adapters.torchattacks import to_torchattacks
+
+    from mmfusion_attacks import clean_forward, run_attack
+
+    eps, alpha = 8 / 255, 2 / 255
+    fusion, batch, labels = _segmentation_setup(arch, args, device)
+    wired_cls = _PackedSingleInput if fusion.input_style == "packed" else _NamedSingleInput
+    wired = wired_cls(fusion.model, batch["rgb"]).eval()
+    for p in wired.parameters():
+        p.requires_grad_(False)
+    ta_wired = torchattacks.PGD(wired, eps=eps, alpha=alpha, steps=args.steps, random_start=False)
+    ta_fusion = torchattacks.PGD(to_torchattacks(fusion, "ir"), eps=eps, alpha=alpha, steps=args.steps, random_start=False)
+    art = ProjectedGradientDescent(to_art(fusion, "ir"), eps=eps, eps_step=alpha, max_iter=args.steps, verbose=False)
+    clean_logits = clean_forward(fusion, batch)
+    results: dict[str, torch.Tensor] = {}
+
+    def keep(name, fn):
+        def run():
+            results[name] = fn()
+        return run
+
+    times = interleaved({
+        "hand-wired": keep("hand-wired", lambda: ta_wired(batch["ir"], labels)),
+        "run_attack": keep("run_attack", lambda: run_attack(ta_fusion, batch, labels).inputs["ir"]),
+        "run_attack+clean": keep("run_attack+clean", lambda: run_attack(ta_fusion, batch, labels, clean_logits=clean_logits).inputs["ir"]),
+        "art": keep("art", lambda: run_attack(art, batch, labels).inputs["ir"]),
+    }, args.repeats, device)
+    diff = {k: float((v.float() - results["hand-wired"].float()).abs().max()) for k, v in results.items()}
+    return [
+        Ratio(f"P1 {arch}: torchattacks PGD-{args.steps} via run_attack / hand-wired", ratios(times, "run_attack", "hand-wired"),
+              1.03, note=f"max |diff| {diff['run_attack']:.1e}"),
+        Ratio(f"P1 {arch}: ... with the clean logits given (the harness path)", ratios(times, "run_attack+clean", "hand-wired"),
+              1.03, note=f"max |diff| {diff['run_attack+clean']:.1e}"),
+        Ratio(f"P2 {arch}: ART PGD via run_attack / torchattacks via run_attack", ratios(times, "art", "run_attack"), 1.25,
+              note=f"max |diff| {diff['art']:.1e}"),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- P4
+
+
+def measure_harness(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    from mmfusion_attacks.harness.grid import Cell, GridSpec, run_grid
+
+    fusion, batch, labels = _segmentation_setup(args.p1_models[0], args, device)
+    steps = args.steps
+    spec = GridSpec(attacks=(), combos=[Cell("pgd", 8.0, ("ir",))], steps=steps)
+
+    def bare():
+        x = batch["ir"].clone().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(fusion({"rgb": batch["rgb"], "ir": x}), labels)
+        torch.autograd.grad(loss, x)
+
+    def grid():
+        run_grid(fusion, [(batch, labels)], spec, progress=False)
+
+    times = interleaved({"bare": bare, "grid": grid}, args.repeats, device)
+    per_step = [g / steps / b for g, b in zip(times["grid"], times["bare"])]
+    return [Ratio(f"P4 {args.p1_models[0]}: one PGD step in the grid runner / bare forward + backward", per_step, 1.10,
+                  note=f"(grid cell of {steps} steps incl. its clean and final forwards) / {steps}")]
+
+
+# ----------------------------------------------------------------------------------------------- P5
+
+_CHILD = r"""
+import json, resource, sys, time, torch
+from mmfusion_attacks.harness.grid import Cell, GridSpec, run_grid
+from mmfusion_attacks.data import create_dataset
+from mmfusion_attacks.models import create_model
+n, batch_size, h, w, steps, device = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+torch.manual_seed(0)
+fusion = create_model("tiny-rgbt-segmenter", num_classes=9).to(device).eval()
+data = create_dataset("synthetic-rgbt", split="test", size=n, height=h, width=w, seed=0)
+def batches():
+    for s in range(0, n, batch_size):
+        items = [data[i] for i in range(s, min(s + batch_size, n))]
+        yield {m: torch.stack([it[m] for it in items]).to(device) for m in ("rgb", "ir")}, torch.stack([it["labels"] for it in items]).long().to(device)
+spec = GridSpec(attacks=(), combos=[Cell("pgd", 8.0, ("rgb", "ir"))], steps=steps)
+run_grid(fusion, [next(batches())], spec, progress=False)  # warm-up
+t = time.perf_counter()
+run_grid(fusion, batches(), spec, progress=False)
+print(json.dumps({"seconds": time.perf_counter() - t, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def measure_scaling(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """Each size in a fresh process (peak RSS is per process), sizes interleaved over repeats."""
+    sizes = [args.p5_images * k for k in (1, 4, 16)]
+    h, w = args.p5_size
+    per_image: dict[int, list[float]] = {n: [] for n in sizes}
+    rss: dict[int, list[float]] = {n: [] for n in sizes}
+    for r in range(args.p5_repeats):
+        for n in sizes[r % 3:] + sizes[: r % 3]:
+            proc = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(args.batch), str(h), str(w), "2", str(device)],
+                                  capture_output=True, text=True, check=True, cwd=ROOT)
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            per_image[n].append(result["seconds"] / n)
+            rss[n].append(result["maxrss_kb"] / 1024)
+    base = sizes[0]
+    out = []
+    for n in sizes[1:]:
+        out.append(Ratio(f"P5 time per image at {n // base}x images / at 1x ({base} images)",
+                         [a / b for a, b in zip(per_image[n], per_image[base])], 1.10,
+                         note=f"linear within 10%; per image {statistics.median(per_image[n]) * 1e3:.1f} ms"))
+        out.append(Ratio(f"P5 peak RSS at {n // base}x images / at 1x", [a / b for a, b in zip(rss[n], rss[base])], 1.10,
+                         note=f"flat; {statistics.median(rss[n]):.0f} MiB vs {statistics.median(rss[base]):.0f} MiB"))
+    return out
+
+
+MEASUREMENTS = {"P1": measure_adapters, "P4": measure_harness, "P5": measure_scaling}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small sizes and few repeats (under 3 minutes on 2 CPU cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--only", nargs="+", choices=sorted(MEASUREMENTS), default=None, help="P1 also measures P2")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--json", default=None, help="write the ratios here")
+    return p
+
+
+def configure(args: argparse.Namespace) -> argparse.Namespace:
+    quick = args.quick
+    args.repeats = args.repeats or (5 if quick else 9)
+    args.batch = 4 if quick else 8
+    args.size = (64, 96) if quick else (96, 128)
+    args.steps = 10
+    args.p1_models = ["mfnet", "smp-twostream-unet"]
+    args.p5_images = 4 if quick else 8
+    args.p5_size = (48, 64) if quick else (96, 128)
+    args.p5_repeats = 2 if quick else 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = configure(build_parser().parse_args(argv))
+    device = torch.device(args.device)
+    print(f"device {device}, torch threads {torch.get_num_threads()}, repeats {args.repeats}; ratios: variant / baseline "
+          "(min / median / max over repeats, variants interleaved)")
+    print(f"{'measurement':<58} {'min':>7} {'median':>7} {'max':>7}  {'target':>8}  {'verdict':<13} note")
+    results: list[Ratio] = []
+    for name in args.only or MEASUREMENTS:
+        for ratio in MEASUREMENTS[name](args, device):
+            print(ratio.line(), flush=True)
+            results.append(ratio)
+    if args.json:
+        Path(args.json).write_text(json.dumps([{"name": r.name, "values": r.values, "target": r.target, "missed": r.missed, "note": r.note}
+                                               for r in results], indent=1))
+    missed = [r.name for r in results if r.missed]
+    if missed:
+        print(f"\n{len(missed)} target(s) missed beyond the measured spread: " + "; ".join(missed))
+        return 1
+    print("\nevery target met within the measured spread")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
