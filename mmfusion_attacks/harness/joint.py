@@ -1,10 +1,10 @@
-"""Joint attacks and the worst case over modality subsets on the embedded defaults, a preset over
-:func:`~mmfusion_attacks.harness.grid.run_grid`. ``benchmarks/joint.py`` and ``mmfusion-attacks joint``
-call :func:`main`.
+"""Joint attacks and the worst case over modality subsets on the embedded defaults: a thin preset that
+builds one harness spec (:func:`build_spec`) and runs it with :func:`~mmfusion_attacks.harness.engine.run_spec`.
+``benchmarks/joint.py`` and ``mmfusion-attacks joint`` call :func:`main`; ``--print-spec`` prints the
+spec as YAML, and ``mmfusion-attacks run`` on that file reproduces the preset's table exactly.
 
-Two model families, every non-empty subset of their modalities attacked with the same per-modality
-budgets (:func:`~mmfusion_attacks.harness.grid.worst_case_cells`), plus an alternating image <-> text
-attack:
+Four model families, one experiment per model, every non-empty subset of their modalities attacked with
+the same per-modality budgets (``worst_case``), plus an alternating image <-> text attack:
 
 1. **image + text** (the chest X-ray study's models: vision-only, language-only, early and late fusion,
    trained on the SYNTHETIC x-ray reports and cached): PGD on the frontal view, PGD on the lateral view
@@ -18,203 +18,130 @@ attack:
    PGD on thermal; an image counts as fooled from ``--seg-fraction`` of its pixels wrong, and a set
    takes per image the most fooled of its own run and its subsets' (pixel accuracy and mIoU reported).
 
-Rows: model x attacked subset; columns: clean accuracy, robust accuracy, attack success rate (on the
-examples right when clean), the optimiser's own success rate, rows a subset broke that the subset's own
-run missed, queries and mean perturbation per modality. A superset is never reported weaker than its
-subsets (per example, the best of its own run and its subsets').
+The preset table (:func:`summary_table`, also printed by ``mmfusion-attacks run`` on the spec): per family,
+models as columns, the clean accuracy, then per attacked subset the robust accuracy and the attack
+success rate (segmentation: pixel accuracy and mIoU). A superset is never reported weaker than its
+subsets (per example, the best of its own run and its subsets'); ``*`` marks a row a subset broke that
+the subset's own run missed. The harness report (report.md / .html, results.csv / .json) has the rest:
+queries, perturbation per modality, validity checks, qualitative examples.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
-from ..data import create_dataset
-from ..joint import ModalityAttack
-from .grid import GridSpec, JointCell, run_grid, worst_case_cells
 from .options import checked_args, count, device_problem, number, out_dir_problem
-from .report import save_run
+from .spec import ExperimentSpec, RunSpec, spec_to_yaml
 
-__all__ = ["main", "build_parser", "option_problems", "vl_plan", "rgbt_plan"]
+__all__ = ["main", "build_parser", "option_problems", "build_spec", "summary_table", "EXPERIMENTS", "synthetic_mfnet"]
 
-VL_MODELS = {"vision": "vl-vision", "language": "vl-language", "early fusion": "vl-early-fusion", "late fusion": "vl-late-fusion"}
-
-
-def vl_plan(eps: float, steps: int, queries: int, recipe: str = "deepwordbug") -> tuple[ModalityAttack, ...]:
-    return (
-        ModalityAttack("frontal", "pgd", eps, steps=steps),
-        ModalityAttack("lateral", "pgd", eps, steps=steps),
-        ModalityAttack("text", recipe, queries or None),
-    )
-
-
-def rgbt_plan(eps: float, steps: int) -> tuple[ModalityAttack, ...]:
-    return (ModalityAttack("rgb", "pgd", eps, steps=steps), ModalityAttack("ir", "pgd", eps, steps=steps))
-
-
-def trimodal_plan(args: argparse.Namespace) -> tuple[ModalityAttack, ...]:
-    return (
-        ModalityAttack("image", "pgd", args.tri_image_eps, steps=args.steps),
-        ModalityAttack("text", "deepwordbug", args.queries or None),
-        ModalityAttack("audio", "pgd", args.tri_audio_eps, steps=args.steps),
-    )
+#: experiment name -> (family, the model's column in the table), in table order
+EXPERIMENTS: dict[str, tuple[str, str]] = {
+    "vl-vision": ("image+text", "vision"),
+    "vl-language": ("image+text", "language"),
+    "vl-early-fusion": ("image+text", "early fusion"),
+    "vl-late-fusion": ("image+text", "late fusion"),
+    "rgbt-classifier": ("rgb+thermal", "tiny RGB-T classifier"),
+    "trimodal": ("image+text+audio", "late-fusion classifier"),
+    "mfnet-segmentation": ("rgb+thermal segmentation", "MFNet (segmentation)"),
+}
+VL_ARCHS = ("vl-vision", "vl-language", "vl-early-fusion", "vl-late-fusion")
+SEG_SIZE = (96, 128)
+GROUP = "worst case"
 
 
-def _rows(model: str, family: str, grid: Any) -> list[dict[str, Any]]:
-    clean = grid.clean_summary()["accuracy"]
-    out = []
-    for r in grid.rows():
-        row = {"family": family, "model": model, "cell": r["cell"], "applies": r.get("applies", True), "clean_accuracy": clean,
-               "robust_accuracy": r["accuracy"], "success_rate": r.get("success_rate", 0.0),
-               "weaker_than_a_subset": r.get("weaker_than_a_subset", 0), "queries_per_example": r.get("queries_per_example", 0.0),
-               "flags": r.get("flags", [])}
-        for k, v in r.items():
-            if k.endswith("_linf_mean") or k in ("fraction_words_changed", "mIoU", "IoU_R"):
-                row[k] = v
-        out.append(row)
-    return out
-
-
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..models.vl_training import vl_synthetic_default
-    from .defences import train_fusion
-
-    t0 = time.time()
-    timings: dict[str, float] = {}
-    rows: list[dict[str, Any]] = []
-    # 1. image + text
-    test = create_dataset("synthetic-xray-reports", split="test", size=args.vl_examples, image_size=args.image_size)
-    batch, labels = test.tensors()
-    plan = vl_plan(args.vl_eps, args.steps, args.queries)
-    cells = worst_case_cells("worst case", plan) + [
-        JointCell(f"alternating x{args.rounds}", plan, orchestration="alternating", rounds=args.rounds, order=("frontal", "lateral", "text"))
-    ]
-    spec = GridSpec(attacks=(), combos=cells)
-    for label, arch in VL_MODELS.items():
-        t = time.time()
-        fusion = vl_synthetic_default(arch, image_size=args.image_size, seed=args.seed, device=args.device, progress=not args.quiet)
-        timings[f"load {label}"] = time.time() - t
-        t = time.time()
-        grid = run_grid(fusion, [(batch, labels)], spec, progress=False)
-        timings[f"attack {label}"] = time.time() - t
-        rows += _rows(label, "image+text", grid)
-    # 2. RGB + thermal
-    t = time.time()
-    train_set = create_dataset("synthetic-rgbt-scenes", split="train", size=args.rgbt_train)
-    x_train, y_train = train_set.tensors()
-    rgbt = train_fusion(x_train, y_train, adversarial=None, eps=args.rgbt_eps_255 / 255, epochs=args.rgbt_epochs, pgd_steps=1,
-                        seed=args.seed, device=args.device)
-    timings["train RGB-T"] = time.time() - t
-    x_test, y_test = create_dataset("synthetic-rgbt-scenes", split="test", size=args.rgbt_examples).tensors()
-    t = time.time()
-    grid = run_grid(rgbt, [(x_test, y_test)], GridSpec(attacks=(), combos=worst_case_cells("worst case", rgbt_plan(args.rgbt_eps_255 / 255, args.steps))),
-                    progress=False)
-    timings["attack RGB-T"] = time.time() - t
-    rows += _rows("tiny RGB-T classifier", "rgb+thermal", grid)
-    # 3. image + text + audio
-    from ..models import create_model
-    from ..models.trimodal import train_trimodal
-
-    t = time.time()
-    x_tri, y_tri = create_dataset("synthetic-trimodal", split="train", size=args.tri_train, seed=args.seed).tensors()
-    tri = train_trimodal(create_model("trimodal-fusion").to(args.device), x_tri, y_tri, seed=args.seed)
-    timings["train tri-modal"] = time.time() - t
-    x_tri, y_tri = create_dataset("synthetic-trimodal", split="test", size=args.tri_examples, seed=args.seed).tensors()
-    t = time.time()
-    grid = run_grid(tri, [(x_tri, y_tri)], GridSpec(attacks=(), combos=worst_case_cells("worst case", trimodal_plan(args))), progress=False)
-    timings["attack tri-modal"] = time.time() - t
-    rows += _rows("late-fusion classifier", "image+text+audio", grid)
-    # 4. RGB + thermal segmentation
+def synthetic_mfnet(seed: int = 0) -> Any:
+    """The main job's cached MFNet on SYNTHETIC scenes (trained with ``seed``): the model a ``callable``
+    source names when the preset's ``--seed`` is not the seed MFNet was trained with."""
     from ..zoo import synthetic_default
 
-    t = time.time()
-    mfnet = synthetic_default("mfnet", device=args.device, progress=not args.quiet)
-    timings["load MFNet"] = time.time() - t
-    from .rgbt import SYNTHETIC_SIZE
-
-    scenes = create_dataset("synthetic-rgbt", split="test", size=args.seg_examples, height=SYNTHETIC_SIZE[0], width=SYNTHETIC_SIZE[1],
-                            seed=args.seed)
-    items = [scenes[i] for i in range(len(scenes))]
-    x_seg = {m: torch.stack([it[m] for it in items]) for m in ("rgb", "ir")}
-    y_seg = torch.stack([it["labels"] for it in items]).long()
-    t = time.time()
-    seg_plan = rgbt_plan(args.rgbt_eps_255 / 255, args.steps)
-    seg_cells = worst_case_cells("worst case", seg_plan, success_fraction=args.seg_fraction)
-    grid = run_grid(mfnet, [(x_seg, y_seg)], GridSpec(attacks=(), combos=seg_cells), progress=False)
-    timings["attack MFNet"] = time.time() - t
-    for r in _rows("MFNet (segmentation)", "rgb+thermal segmentation", grid):
-        r["success_rate"] = None
-        rows.append(r)
-    timings["total"] = time.time() - t0
-    return {
-        "meta": {
-            "data": "SYNTHETIC chest x-ray + report cases, SYNTHETIC RGB-T scenes and SYNTHETIC tri-modal objects, generated by mmfusion_attacks",
-            "vl_examples": args.vl_examples, "image_size": args.image_size, "vl_eps": args.vl_eps, "queries": args.queries,
-            "rounds": args.rounds, "rgbt_examples": args.rgbt_examples, "rgbt_eps_255": args.rgbt_eps_255, "steps": args.steps,
-            "seg_examples": args.seg_examples, "seg_fraction": args.seg_fraction, "tri_examples": args.tri_examples, "tri_image_eps": args.tri_image_eps, "tri_audio_eps": args.tri_audio_eps,
-            "seed": args.seed, "labels": "ground truth",
-        },
-        "rows": rows,
-        "seconds": timings,
-    }
+    return synthetic_default("mfnet", size=SEG_SIZE, seed=seed, progress=False)
 
 
-def format_table(result: dict[str, Any]) -> str:
+def _pgd(modality: str, eps: float, steps: int) -> dict[str, Any]:
+    return {"modality": modality, "attack": "pgd", "budget": eps, "steps": steps}
+
+
+def _text(queries: int) -> dict[str, Any]:
+    return {"modality": "text", "attack": "deepwordbug", "budget": queries or None}
+
+
+def build_spec(args: argparse.Namespace) -> RunSpec:
+    """The preset's options as one spec (top-level ``table: joint``): an experiment per model."""
+    worst = {"group": GROUP}
+    experiments = []
+    vl_plan = [_pgd("frontal", args.vl_eps, args.steps), _pgd("lateral", args.vl_eps, args.steps), _text(args.queries)]
+    vl_data = {"name": "synthetic-xray-reports", "split": "test", "size": args.vl_examples, "image_size": args.image_size, "seed": 0}
+    for arch in VL_ARCHS:
+        experiments.append(ExperimentSpec(
+            name=arch, title=_title(arch), model={"name": arch, "source": "synthetic-vl", "image_size": args.image_size}, data=dict(vl_data),
+            steps=args.steps, sanity=None, worst_case=[{**worst, "plan": [dict(p) for p in vl_plan]}],
+            joint=[{"name": f"alternating x{args.rounds}", "plan": [dict(p) for p in vl_plan], "orchestration": "alternating",
+                    "rounds": args.rounds, "order": ["frontal", "lateral", "text"]}]))
+    eps = args.rgbt_eps_255 / 255
+    experiments.append(ExperimentSpec(
+        name="rgbt-classifier", title=_title("rgbt-classifier"),
+        model={"name": "tiny-rgbt-classifier", "source": "synthetic-rgbt-classifier", "train_size": args.rgbt_train, "epochs": args.rgbt_epochs,
+               "eps_255": float(args.rgbt_eps_255), "seed": args.seed},
+        data={"name": "synthetic-rgbt-scenes", "split": "test", "size": args.rgbt_examples, "seed": 0}, batch_size=32,
+        steps=args.steps, sanity=None, worst_case=[{**worst, "plan": [_pgd("rgb", eps, args.steps), _pgd("ir", eps, args.steps)]}]))
+    experiments.append(ExperimentSpec(
+        name="trimodal", title=_title("trimodal"), model={"name": "trimodal-fusion", "source": "synthetic-trimodal", "train_size": args.tri_train},
+        data={"name": "synthetic-trimodal", "split": "test", "size": args.tri_examples, "seed": args.seed}, batch_size=32, steps=args.steps,
+        sanity=None, worst_case=[{**worst, "plan": [_pgd("image", args.tri_image_eps, args.steps), _text(args.queries),
+                                                    _pgd("audio", args.tri_audio_eps, args.steps)]}]))
+    # MFNet is the main job's cached default, trained with seed 0 whatever --seed is (the synthetic-rgbt
+    # source trains with the spec's seed, so another seed names it through a callable source)
+    mfnet = {"name": "mfnet", "source": "synthetic-rgbt"} if args.seed == 0 else \
+        {"name": "mfnet", "source": "callable", "factory": f"{__name__}:synthetic_mfnet", "options": {"seed": 0}}
+    experiments.append(ExperimentSpec(
+        name="mfnet-segmentation", title=_title("mfnet-segmentation"), model=mfnet,
+        data={"name": "synthetic-rgbt", "split": "test", "size": args.seg_examples, "height": SEG_SIZE[0], "width": SEG_SIZE[1],
+              "seed": args.seed}, batch_size=8, steps=args.steps, sanity=None,
+        worst_case=[{**worst, "plan": [_pgd("rgb", eps, args.steps), _pgd("ir", eps, args.steps)], "success_fraction": args.seg_fraction}]))
+    return RunSpec(name="joint", experiments=experiments, seed=args.seed, device=args.device, table="joint")
+
+
+def _title(name: str) -> str:
+    family, model = EXPERIMENTS[name]
+    return f"joint attacks, {family}: {model}"
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """The preset's table from a run's summary alone: per family (models as columns) the clean accuracy,
+    then per attacked subset robust accuracy / success rate (segmentation: pixel accuracy / mIoU)."""
+    entries = [e for e in summary["experiments"] if e.get("kind", "grid") == "grid"]
+    families: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+    for e in entries:
+        family, model = EXPERIMENTS.get(e["name"], (e.get("title") or e["name"], e["name"]))
+        families.setdefault(family, []).append((model, e))
     lines = []
-    for family in dict.fromkeys(r["family"] for r in result["rows"]):
-        seg = any(r["success_rate"] is None for r in result["rows"] if r["family"] == family)
+    for family, members in families.items():
+        seg = any(e.get("task") == "segmentation" for _, e in members)
         what = "pixel accuracy / mIoU" if seg else "robust accuracy / success rate"
         lines.append(f"\n{family} (clean accuracy, then {what} per attacked subset; * = a subset "
                      "broke rows the subset's own run missed; ~ = the model reads only part of the subset; = : none of it)")
-        models = list(dict.fromkeys(r["model"] for r in result["rows"] if r["family"] == family))
-        cells = list(dict.fromkeys(r["cell"] for r in result["rows"] if r["family"] == family))
+        models = [m for m, _ in members]
+        cells = list(dict.fromkeys(r["cell"] for _, e in members for r in e["rows"]))
         width = max(len(c) for c in cells) + 2
         lines.append(" " * width + " | ".join(f"{m:>17s}" for m in models))
-        by = {(r["model"], r["cell"]): r for r in result["rows"] if r["family"] == family}
-        lines.append(f"{'clean':{width}s}" + " | ".join(f"{by[(m, cells[0])]['clean_accuracy']:17.3f}" for m in models))
+        lines.append(f"{'clean':{width}s}" + " | ".join(f"{e['clean']['accuracy']:17.3f}" for _, e in members))
+        by = {(m, r["cell"]): r for m, e in members for r in e["rows"]}
         for c in cells:
             parts = []
-            for m in models:
-                r = by[(m, c)]
-                mark = "*" if r["weaker_than_a_subset"] else " "
-                part = any(f.startswith("reads only") for f in r["flags"])
-                second = r["mIoU"] if r["success_rate"] is None else r["success_rate"]
-                parts.append(f"{'=' if not r['applies'] else ('~' if part else ' ')}{r['robust_accuracy']:6.3f} / {second:5.3f}{mark}  ")
+            for m, e in members:
+                r = by.get((m, c))
+                if r is None:
+                    parts.append(f"{'-':>17s}")
+                    continue
+                mark = "*" if r.get("weaker_than_a_subset") else " "
+                part = any(str(f).startswith("reads only") for f in r.get("flags") or [])
+                second = r["mIoU"] if e.get("task") == "segmentation" else r.get("success_rate", 0.0)
+                parts.append(f"{'=' if not r.get('applies', True) else ('~' if part else ' ')}{r['accuracy']:6.3f} / {second:5.3f}{mark}  ")
             lines.append(f"{c:{width}s}" + " | ".join(parts))
     return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    families = list(dict.fromkeys(r["family"] for r in result["rows"]))
-    cols = min(2, len(families))
-    nrows = -(-len(families) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 4.2 * nrows), squeeze=False)
-    for ax in axes.flat[len(families):]:
-        ax.set_visible(False)
-    for ax, family in zip(axes.flat, families):
-        rows = [r for r in result["rows"] if r["family"] == family and r["cell"].startswith("worst case")]
-        cells = list(dict.fromkeys(r["cell"][len("worst case: "):] for r in rows))
-        for model in dict.fromkeys(r["model"] for r in rows):
-            ys = [next(r["robust_accuracy"] for r in rows if r["model"] == model and r["cell"].endswith(": " + c)) for c in cells]
-            ax.plot(range(len(cells)), ys, marker="o", label=model)
-        ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
-        ax.set_ylabel("pixel accuracy" if "segmentation" in family else "robust accuracy")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{family}: worst case per attacked subset")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -238,7 +165,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default="runs/joint")
+    p.add_argument("--out", default="runs/joint", help="results folder (re-running with the same options resumes)")
+    p.add_argument("--print-spec", action="store_true", help="print the run's spec as YAML (for mmfusion-attacks run) and stop")
     return p
 
 
@@ -256,8 +184,17 @@ def option_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any] | None:
+    """Run the preset (resuming from ``--out``) and print its tables; ``--print-spec``: print the spec only."""
+    from .engine import run_spec
+    from .tables import console_text
+
     args = checked_args(build_parser(prog), argv, option_problems)
-    result = run(args)
-    save_run(result, args.out, "joint", plot=plot, table=format_table)
-    return result
+    spec = build_spec(args)
+    if args.print_spec:
+        print(spec_to_yaml(spec), end="")
+        return None
+    summary = run_spec(spec, args.out, progress=not args.quiet)
+    if summary is not None:
+        print(console_text(summary, args.out))
+    return summary
