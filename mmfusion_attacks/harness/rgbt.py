@@ -1,38 +1,53 @@
-"""The RGB-T segmentation benchmark: the MFNet adversarial study's grid plus the segmentation-robustness
-analyses (least-likely targets, transfer across models and scales, multiscale, randomised input
-transforms vs EOT). ``benchmarks/rgbt_segmentation.py`` and ``mmfusion-attacks rgbt`` call :func:`main`.
+"""The RGB-T segmentation benchmark as a spec for the harness: the MFNet adversarial study's grid plus
+the segmentation-robustness analyses (least-likely targets, transfer across models and scales,
+multiscale, randomised input transforms vs EOT). ``benchmarks/rgbt_segmentation.py`` and
+``mmfusion-attacks rgbt`` call :func:`main`; ``--print-spec`` prints the spec, and
+``mmfusion-attacks run`` on it prints the same table.
+
+Each analysis is one experiment of the spec (:func:`build_spec`):
+
+- ``grid``: attacks x budgets x attacked subsets (the study's table; ``--exclude-unlabeled`` leaves
+  class 0 out of the means; qualitative panels of the last attack at the largest budget);
+- ``least-likely``: the same grid with FGSM II / iterative FGSM II (targeted at each pixel's
+  least-likely class; the rows carry the fraction of pixels on target);
+- ``transfer``: adversarials crafted on each model and scored on each: the model at 100%, 75% and
+  50% input scale, its multiscale ensemble and the ``--transfer-models``;
+- ``defence``: random resize + pad (Xie et al.) against PGD crafted on the base model and EOT-PGD
+  through the defence, the defended model scored over 4 draws.
 
 With no arguments it runs on the embedded SYNTHETIC default (scenes generated here, MFNet trained
 on them and cached); ``--data-root`` points it at the real MF dataset, ``--images`` at single RGB-T
-PNG frames (pseudo-labels), ``--weights`` at a checkpoint.
+PNG frames (pseudo-labels), ``--weights`` at a checkpoint. The results folder (``--out``) holds the
+harness report (report.html / .md, results.csv / .json, summary.json: tables, curves, qualitative
+panels, transfer matrices); re-running resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 
 from ..data import MF_CLASSES, MF_SPLITS, create_dataset
-from ..fusion import FusionModel
 from ..models import MODELS, create_model
-from ..models.wrappers import at_scale, multiscale, random_resize_pad
-from ..zoo import synthetic_default
-from .grid import GridSpec, run_grid, run_transfer
+from .engine import run_spec
 from .options import count, device_problem, duplicates, number, out_dir_problem, resolve_device
-from .report import format_matrix, format_study_table, plot_curves, save_qualitative, save_rows
+from .report import format_matrix, format_study_table
+from .spec import ExperimentSpec, RunSpec, spec_to_yaml
+from .tables import console_text
 
-__all__ = ["main", "build_parser", "option_problems", "model_problems", "load_frames", "read_frame", "parse_subsets"]
+__all__ = ["main", "build_parser", "build_spec", "summary_table", "option_problems", "model_problems", "load_frames", "read_frame",
+           "parse_subsets", "ANALYSES"]
 
 SYNTHETIC_SIZE = (96, 128)
+#: the analyses, in the order they run and print (each is one experiment of the spec, named so)
+ANALYSES = ("grid", "least-likely", "transfer", "defence")
+_OBJECTS = list(range(1, len(MF_CLASSES)))  # every class but 0 'unlabeled' (--exclude-unlabeled)
 
 
 def parse_subsets(specs: Sequence[str]) -> list[tuple[str, ...]]:
@@ -75,140 +90,161 @@ def load_frames(paths: Sequence[str | Path], size: tuple[int, int] | None = None
     return {"rgb": x[:, :3], "ir": x[:, 3:]}
 
 
-class _Data:
-    """Re-iterable stream of (inputs, labels or None) batches; never materialises the dataset."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        size = tuple(args.size) if args.size else None
-        if args.images:
-            self.kind, self.description = "frames", f"{len(args.images)} RGB-T frame(s) without ground truth"
-            self.frames = args.images
-            self.size = size
-        elif args.data_root:
-            self.dataset = create_dataset("mf", root=args.data_root, split=args.split, size=size, limit=args.limit)
-            self.kind, self.description = "mf", f"MF dataset '{args.split}' split, {len(self.dataset)} frames"
-        else:
-            h, w = size or SYNTHETIC_SIZE
-            self.dataset = create_dataset("synthetic-rgbt", split="test", size=args.limit or 32, height=h, width=w, seed=args.seed)
-            self.kind = "synthetic"
-            self.description = f"SYNTHETIC RGB-T scenes (embedded default, not real data), {len(self.dataset)} test scenes"
-
-    def __len__(self) -> int:
-        n = len(self.frames) if self.kind == "frames" else len(self.dataset)
-        return -(-n // self.args.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None]]:
-        pseudo = self.args.labels == "pseudo"
-        if self.kind == "frames":
-            for start in range(0, len(self.frames), self.args.batch_size):
-                yield load_frames(self.frames[start : start + self.args.batch_size], self.size), None
-            return
-        for item in DataLoader(self.dataset, batch_size=self.args.batch_size, shuffle=False):
-            yield {"rgb": item["rgb"], "ir": item["ir"]}, (None if pseudo else item["labels"])
 
 
-def _model(args: argparse.Namespace, data: _Data, arch: str | None = None, weights: str | None = None) -> FusionModel:
-    arch = arch or args.model
-    weights = weights if arch != args.model else (weights or args.weights)
+# --- the spec -----------------------------------------------------------------------------------------
+
+
+def _path(p: str | Path) -> str:
+    """Absolute, so the printed spec runs from any folder and reads back equal."""
+    return str(Path(p).expanduser().resolve())
+
+
+def _size(args: argparse.Namespace) -> list[int]:
+    return list(args.size) if args.size else list(SYNTHETIC_SIZE)
+
+
+def _model_entry(args: argparse.Namespace, arch: str, weights: str | None) -> dict[str, Any]:
+    """A registry model with its checkpoint (the MF classes), else the embedded default: ``arch`` trained
+    on the synthetic scenes (only on the synthetic data: option_problems refuses it on real data)."""
     if weights:
-        fusion = create_model(arch, num_classes=9, weights=weights).to(args.device).eval()
-    elif data.kind != "synthetic":
-        raise SystemExit(f"error: --weights is needed for '{arch}' on real data (the embedded default is trained on synthetic scenes)")
-    else:
-        fusion = synthetic_default(
-            arch, steps=args.train_steps, size=tuple(args.size) if args.size else SYNTHETIC_SIZE, device=args.device, seed=args.seed
-        )
-    return fusion.use_amp() if args.amp else fusion
+        return {"name": arch, "source": "registry", "weights": _path(weights), "num_classes": len(MF_CLASSES)}
+    return {"name": arch, "source": "synthetic-rgbt", "train_steps": args.train_steps, "size": _size(args)}
 
 
-def _header(args: argparse.Namespace, data: _Data, labels_source: str, what: str) -> list[str]:
-    return [
-        f"mmfusion-attacks RGB-T segmentation benchmark: {what}",
-        f"data: {data.description}; labels: {labels_source}",
-        f"model: {args.model}" + (f" ({args.weights})" if args.weights else " (trained on the synthetic scenes by this project)")
-        + f"; toolkit: {args.toolkit}; PGD steps {args.steps}" + ("; bfloat16 autocast" if args.amp else "") + "; mIoU/mAcc include class 0 'unlabeled'"
-        + ("" if args.include_unlabeled else " -- no: excluded (--exclude-unlabeled)"),
+def _data_entry(args: argparse.Namespace) -> dict[str, Any]:
+    if args.images:
+        data: dict[str, Any] = {"name": "rgbt-frames", "paths": [_path(p) for p in args.images]}
+        if args.size:
+            data["size"] = list(args.size)
+        return data
+    if args.data_root:
+        data = {"name": "mf", "root": _path(args.data_root), "split": args.split}
+        if args.size:
+            data["size"] = list(args.size)
+        if args.limit:
+            data["limit"] = args.limit
+        return data
+    h, w = _size(args)
+    return {"name": "synthetic-rgbt", "split": "test", "size": args.limit or 32, "height": h, "width": w, "seed": args.seed}
+
+
+def _wrapped(entry: Mapping[str, Any], *wrap: dict[str, Any]) -> dict[str, Any]:
+    return {**entry, "wrap": [dict(w) for w in wrap]}
+
+
+def build_spec(args: argparse.Namespace) -> RunSpec:
+    """The benchmark's options as a spec (top-level ``table: rgbt``): one experiment per chosen analysis."""
+    chosen = list(ANALYSES) if "all" in args.analyses else [a for a in ANALYSES if a in args.analyses]
+    base = _model_entry(args, args.model, args.weights)
+    subsets = ["+".join(s) for s in parse_subsets(args.modalities)]
+    attacked = list(parse_subsets([args.transfer_modality])[0])
+    common = {"model": base, "data": _data_entry(args), "batch_size": args.batch_size, "toolkit": args.toolkit, "steps": args.steps,
+              "labels": "pseudo" if args.images or args.labels == "pseudo" else "auto", "sanity": None, "qualitative": 0,
+              "limit": args.limit if args.images else None}
+    eps = [float(e) for e in args.eps]
+    mult = 16 if args.model == "mfnet" else 32
+    experiments = []
+    for name in chosen:
+        if name == "grid":
+            experiments.append(ExperimentSpec(
+                name="grid", title="the MFNet study's grid", **{**common, "qualitative": args.qualitative},
+                attacks=[a.lower() for a in args.attacks], eps_255=eps, subsets=subsets, table="rgbt-study",
+                include_classes=None if args.include_unlabeled else list(_OBJECTS)))
+        elif name == "least-likely":
+            experiments.append(ExperimentSpec(
+                name="least-likely", title="least-likely targeted attacks (FGSM II, iterative FGSM II)", **common,
+                attacks=["fgsm2", "ifgsm2"], eps_255=eps, subsets=subsets, table="rgbt-study"))
+        elif name == "transfer":
+            models = {
+                f"{args.model}@100%": base,
+                f"{args.model}@75%": _wrapped(base, {"kind": "at-scale", "scale": 0.75, "multiple": mult}),
+                f"{args.model}@50%": _wrapped(base, {"kind": "at-scale", "scale": 0.5, "multiple": mult}),
+                f"{args.model}-multiscale": _wrapped(base, {"kind": "multiscale", "scales": [0.5, 0.75, 1.0], "multiple": mult}),
+            }
+            for extra in args.transfer_models:
+                arch, _, weights = extra.partition("=")
+                models[arch] = _model_entry(args, arch, weights or (args.weights if arch == args.model else None))
+            experiments.append(ExperimentSpec(
+                name="transfer", title="transfer across models and input scales", **common,
+                transfer={"sources": models, "attack": args.transfer_attack.lower(), "eps_255": float(args.transfer_eps),
+                          "attacked": attacked}))
+        elif name == "defence":
+            defended = _wrapped(base, {"kind": "random-resize-pad", "low": 1 - args.defence_range, "high": 1 + args.defence_range,
+                                       "multiple": mult})
+            plain, eot = "PGD on the base model", "EOT-PGD through the defence"
+            experiments.append(ExperimentSpec(
+                name="defence", title="randomised input transforms vs EOT", **common,
+                transfer={"sources": {plain: base, eot: defended}, "targets": {"base model": base, "defended model": defended},
+                          "attack": {plain: "pgd", eot: "eotpgd"}, "eps_255": float(args.defence_eps), "attacked": attacked,
+                          "attack_kwargs": {"eotpgd": {"eot_iter": args.eot_iter}}, "eval_repeats": 4, "metric": "iou_ratio",
+                          "toolkit": "torchattacks"}))
+    return RunSpec(name="rgbt_segmentation", experiments=experiments, seed=args.seed, device=args.device, amp=args.amp, table="rgbt")
+
+
+# --- the table, from the summary only -----------------------------------------------------------------
+
+
+def _spec_of(summary: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return next((e for e in (summary.get("spec") or {}).get("experiments") or [] if e.get("name") == name), {})
+
+
+def _grid_table(summary: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
+    spec, d = _spec_of(summary, exp["name"]), exp.get("description") or {}
+    include = spec.get("include_classes")
+    header = [
+        "mmfusion-attacks RGB-T segmentation benchmark: " + (spec.get("title") or exp["name"]),
+        f"data: {d.get('data')}; labels: {d.get('labels')}",
+        f"model: {d.get('model')}; toolkit: {d.get('toolkit')}; PGD steps {d.get('steps')}"
+        + ("; bfloat16 autocast" if (summary.get("spec") or {}).get("amp") else "")
+        + ("; mIoU/mAcc include class 0 'unlabeled'" if not include else f"; mIoU/mAcc over classes {', '.join(map(str, include))} "
+           "(class 0 'unlabeled' excluded: --exclude-unlabeled)"),
     ]
+    return format_study_table(exp["raw_rows"], exp["clean"], header)
 
 
-def _grid(args, fusion, data, out: Path) -> dict[str, Any]:
-    spec = GridSpec(attacks=args.attacks, eps_255=args.eps, subsets=parse_subsets(args.modalities), toolkit=args.toolkit, steps=args.steps)
-    qual_cells = [c for c in spec.cells() if c.attack == spec.attacks[-1] and c.eps_255 == max(spec.eps_255)]
-    saved = []
-
-    def qualitative(index, inputs, labels, clean_pred, results):
-        for i in range(min(args.qualitative - len(saved) // max(len(qual_cells), 1), inputs["rgb"].shape[0])):
-            for cell in qual_cells:
-                name = f"qualitative/img{index * args.batch_size + i:03d}_{cell.attack}_{cell.label.lower()}_eps{cell.eps_255:g}.png"
-                caption = f"{cell.attack.upper()} eps {cell.eps_255:g}/255 on {cell.label} -- {data.description}"
-                saved.append(save_qualitative(out / name, inputs["rgb"][i], inputs["ir"][i], clean_pred[i], results[cell].adv_pred[i], caption))
-
-    result = run_grid(fusion, data, spec, on_batch=qualitative if args.qualitative else None, total=len(data))
-    include = None if args.include_unlabeled else list(range(1, len(MF_CLASSES)))
-    rows, clean = result.rows(include), result.clean_summary(include)
-    table = format_study_table(rows, clean, _header(args, data, result.labels_source, "the MFNet study's grid"))
-    save_rows(rows, out, "grid", {"clean": clean, "labels": result.labels_source, "data": data.description, "classes": MF_CLASSES})
-    (out / "grid.txt").write_text(table + "\n")
-    plot_curves(rows, out / "figure1.png", title=f"{args.model} -- {data.description}")
-    return {"table": table, "rows": rows, "clean": clean, "qualitative": [str(p) for p in saved]}
-
-
-def _least_likely(args, fusion, data, out: Path) -> dict[str, Any]:
-    spec = GridSpec(attacks=("fgsm2", "ifgsm2"), eps_255=args.eps, subsets=parse_subsets(args.modalities), toolkit=args.toolkit, steps=args.steps)
-    result = run_grid(fusion, data, spec, total=len(data))
-    rows = result.rows()
-    save_rows(rows, out, "least_likely", {"clean": result.clean_summary(), "labels": result.labels_source})
+def _least_likely_table(exp: Mapping[str, Any]) -> str:
     lines = ["least-likely targeted attacks (FGSM II, iterative FGSM II): fraction of pixels on their least-likely class"]
-    lines += [f"  {r['attack']:<7} eps {r['eps_255']:>4g}/255 on {r['attacked']:<7} target rate {r['target_rate']:.3f}  IoU_R {r['IoU_R']:.3f}" for r in rows]
+    lines += [f"  {r['attack']:<7} eps {r['eps_255']:>4g}/255 on {r['attacked']:<7} target rate {r['target_rate']:.3f}  IoU_R {r['IoU_R']:.3f}"
+              for r in exp["raw_rows"] if "target_rate" in r]
     lines.append("  (clean: 0 pixels are on their least-likely class by definition)")
-    return {"table": "\n".join(lines), "rows": rows}
+    return "\n".join(lines)
 
 
-def _transfer(args, fusion, data, out: Path) -> dict[str, Any]:
-    mult = 16 if args.model == "mfnet" else 32
-    models = {
-        f"{args.model}@100%": fusion,
-        f"{args.model}@75%": at_scale(fusion, 0.75, mult),
-        f"{args.model}@50%": at_scale(fusion, 0.5, mult),
-        f"{args.model}-multiscale": multiscale(fusion, (0.5, 0.75, 1.0), mult),
-    }
-    for spec in args.transfer_models:
-        arch, _, weights = spec.partition("=")
-        models[arch] = _model(args, data, arch, weights or None)
-    eps = args.transfer_eps
-    values = run_transfer(models, models, data, attack=args.transfer_attack, eps_255=eps, attacked=parse_subsets([args.transfer_modality])[0],
-                          toolkit=args.toolkit, steps=args.steps, total=len(data))
-    title = (f"transfer matrix: IoU ratio (adv mIoU / clean mIoU) of {args.transfer_attack.upper()} eps {eps:g}/255 on "
-             f"{args.transfer_modality.upper()}; diagonal = white box")
-    text = format_matrix(values, title)
-    (out / "transfer.txt").write_text(text + "\n")
-    (out / "transfer.json").write_text(json.dumps([{"crafted_on": s, "evaluated_on": t, "IoU_R": v} for (s, t), v in values.items()], indent=2))
-    return {"table": text, "values": {f"{s} -> {t}": v for (s, t), v in values.items()}}
+def _matrix(exp: Mapping[str, Any]) -> dict[tuple[str, str], float]:
+    tr = exp["transfer"]
+    return {(s, t): tr["values"][f"{s} -> {t}"] for s in tr["sources"] for t in tr["targets"] if f"{s} -> {t}" in tr["values"]}
 
 
-def _defence(args, fusion, data, out: Path) -> dict[str, Any]:
-    """Randomised resize+pad (Xie et al.) against PGD that ignores it (crafted on the base model, as in
-    Xie et al. and Arnab et al.) and EOT-PGD through it; the defended model is scored over 4 draws."""
-    mult = 16 if args.model == "mfnet" else 32
-    defended = random_resize_pad(fusion, 1 - args.defence_range, 1 + args.defence_range, mult)
-    torch.manual_seed(args.seed)
-    sources = {"PGD on the base model": fusion, "EOT-PGD through the defence": defended}
-    attacks = {"PGD on the base model": "pgd", "EOT-PGD through the defence": "eotpgd"}
-    values = run_transfer(
-        sources, {"base model": fusion, "defended model": defended}, data, attack=attacks, eps_255=args.defence_eps,
-        attacked=parse_subsets([args.transfer_modality])[0], steps=args.steps, attack_kwargs={"eotpgd": {"eot_iter": args.eot_iter}},
-        eval_repeats=4, total=len(data),
-    )
-    rows = [{"crafted": s, "evaluated_on": t, "IoU_R": v} for (s, t), v in values.items()]
-    title = (f"randomised input transforms (resize x[{1 - args.defence_range:g}, {1 + args.defence_range:g}] + random pad) vs EOT: "
-             f"IoU ratio, PGD eps {args.defence_eps:g}/255 on {args.transfer_modality.upper()}, {args.steps} steps, "
-             f"EOT {args.eot_iter} samples/step")
-    save_rows(rows, out, "defence")
-    return {"table": format_matrix(values, title), "rows": rows}
+def _transfer_table(summary: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
+    tr, spec = exp["transfer"], (_spec_of(summary, exp["name"]).get("transfer") or {})
+    attacked = "+".join(tr["attacked"]).upper()
+    models = [*spec.get("sources", {}).values(), *spec.get("targets", {}).values()]
+    rrp = next((w for m in models for w in m.get("wrap") or () if w.get("kind") == "random-resize-pad"), None)
+    if rrp is not None and isinstance(tr["attack"], Mapping):  # the defence
+        steps = spec.get("steps", _spec_of(summary, exp["name"]).get("steps", 10))
+        eot = ((spec.get("attack_kwargs") or {}).get("eotpgd") or {}).get("eot_iter", 8)
+        title = (f"randomised input transforms (resize x[{rrp.get('low', 0.8):g}, {rrp.get('high', 1.2):g}] + random pad) vs EOT: "
+                 f"IoU ratio, PGD eps {tr['eps_255']:g}/255 on {attacked}, {steps} steps, EOT {eot} samples/step")
+    else:
+        attack = tr["attack"].upper() if isinstance(tr["attack"], str) else ", ".join(f"{a.upper()} from {s}" for s, a in tr["attack"].items())
+        title = (f"transfer matrix: IoU ratio (adv mIoU / clean mIoU) of {attack} eps {tr['eps_255']:g}/255 on "
+                 f"{attacked}; diagonal = white box")
+    return format_matrix(_matrix(exp), title)
 
 
-ANALYSES = {"grid": _grid, "least-likely": _least_likely, "transfer": _transfer, "defence": _defence}
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """The benchmark's tables (the study's grid, least-likely target rates, transfer matrices), computed
+    only from a run's summary: ``mmfusion-attacks run`` on the ``--print-spec`` output prints the same."""
+    parts = []
+    for exp in summary.get("experiments") or []:
+        if exp.get("kind") == "transfer":
+            parts.append(_transfer_table(summary, exp))
+        elif exp.get("raw_rows") and all("target_rate" in r for r in exp["raw_rows"]):
+            parts.append(_least_likely_table(exp))
+        else:
+            parts.append(_grid_table(summary, exp))
+    return "\n\n".join(parts)
 
 
 _EPS_255 = number(0, 255, unit="on the 0-255 scale")
@@ -232,7 +268,7 @@ def build_parser(prog: str | None = "rgbt_segmentation") -> argparse.ArgumentPar
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--amp", action="store_true", help="run the models under bfloat16 autocast (inputs and perturbations stay float32)")
     p.add_argument("--limit", type=count(1), default=None, help="number of frames (synthetic default: 32)")
-    p.add_argument("--out", default="runs/rgbt_segmentation")
+    p.add_argument("--out", default="runs/rgbt_segmentation", help="results folder; re-running resumes it")
     p.add_argument("--analyses", nargs="+", choices=[*ANALYSES, "all"], default=["all"])
     p.add_argument("--exclude-unlabeled", dest="include_unlabeled", action="store_false", help="leave class 0 out of the means")
     p.add_argument("--qualitative", type=count(0), default=2, help="number of images to save qualitative PNGs for")
@@ -246,6 +282,8 @@ def build_parser(prog: str | None = "rgbt_segmentation") -> argparse.ArgumentPar
     p.add_argument("--eot-iter", type=count(1), default=8)
     p.add_argument("--train-steps", type=count(1), default=400, help="training steps of the synthetic default models")
     p.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
+    p.add_argument("--print-spec", action="store_true", help="print the spec as YAML (for mmfusion-attacks run) and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
@@ -350,22 +388,26 @@ def model_problems(args: argparse.Namespace, size: tuple[int, int]) -> list[str]
     return problems
 
 
-def _input_size(args: argparse.Namespace, data: _Data) -> tuple[int, int]:
+def _input_size(args: argparse.Namespace) -> tuple[tuple[int, int] | None, list[str]]:
+    """The models' input size (H, W) for :func:`model_problems`, or the problems finding it. An MF
+    dataset is opened (and its frames checked, as the run does) here, before any model loads or trains."""
+    if args.data_root:
+        try:
+            dataset = create_dataset("mf", root=args.data_root, split=args.split, size=tuple(args.size) if args.size else None,
+                                     limit=args.limit)
+        except (ValueError, OSError) as exc:
+            return None, [f"argument --data-root: {exc}"]
+        try:
+            return dataset.frame_size(), []
+        except ValueError as exc:
+            return None, [f"argument --size: {exc}"]
     if args.size:
-        return tuple(args.size)
-    if data.kind == "frames":
-        w, h = Image.open(args.images[0]).size
-        return h, w
-    if data.kind == "mf":
-        return data.dataset.frame_size()
-    return SYNTHETIC_SIZE
-
-
-def _size_problem(args: argparse.Namespace, data: _Data) -> tuple[tuple[int, int] | None, list[str]]:
-    try:
-        return _input_size(args, data), []
-    except ValueError as exc:
-        return None, [f"argument --size: {exc}"]
+        return tuple(args.size), []
+    if args.images:
+        with Image.open(args.images[0]) as image:
+            w, h = image.size
+        return (h, w), []
+    return SYNTHETIC_SIZE, []
 
 
 def _refuse(parser: argparse.ArgumentParser, problems: list[str]) -> None:
@@ -373,29 +415,21 @@ def _refuse(parser: argparse.ArgumentParser, problems: list[str]) -> None:
         parser.error(problems[0] if len(problems) == 1 else "\n  " + "\n  ".join(problems))
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = "rgbt_segmentation") -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = "rgbt_segmentation") -> dict[str, Any] | None:
+    """Check the options (all before any work), build the spec; ``--print-spec`` prints it, else it runs
+    (resuming ``--out``) and the harness's console text (with this benchmark's table) is printed.
+    Returns the run's summary (None with ``--print-spec``)."""
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(None if argv is None else list(argv))
     _refuse(parser, option_problems(args))
-    args.device = resolve_device(args.device)
-    torch.manual_seed(args.seed)
-    start = time.time()
-    data = _Data(args)  # the MF loader checks its files here
-    size, problems = _size_problem(args, data)
-    _refuse(parser, problems or model_problems(args, size))
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    fusion = _model(args, data)
-    chosen = list(ANALYSES) if "all" in args.analyses else args.analyses
-    report: dict[str, Any] = {}
-    for name in chosen:
-        report[name] = ANALYSES[name](args, fusion, data, out)
-        print(report[name]["table"], end="\n\n", flush=True)
-    summary = {k: {kk: vv for kk, vv in v.items() if kk != "table"} for k, v in report.items()}
-    summary["meta"] = {"data": data.description, "model": args.model, "weights": args.weights, "seconds": round(time.time() - start, 1)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    print(f"wrote {out}/ (grid.txt/csv/json, figure1.png, qualitative/, ...) in {summary['meta']['seconds']} s")
-    return report
-
-
+    size, problems = _input_size(args)
+    checking = argparse.Namespace(**{**vars(args), "device": resolve_device(args.device)})
+    _refuse(parser, problems or model_problems(checking, size))
+    spec = build_spec(args)
+    if args.print_spec:
+        print(spec_to_yaml(spec), end="")
+        return None
+    summary = run_spec(spec, args.out, progress=not args.quiet)
+    if summary is not None:  # None: a rank other than 0 of a distributed run
+        print(console_text(summary, args.out))
+    return summary

@@ -1,4 +1,5 @@
-"""The RGB-T benchmark refuses every bad option before a model loads or trains, naming the option."""
+"""The RGB-T benchmark refuses every bad option before any work (a model trained or loaded, a spec run),
+naming the option; ``--print-spec`` is refused alike."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ FAST = ["--model", "tiny-rgbt-segmenter", "--limit", "2", "--size", "32", "32", 
 
 
 @pytest.fixture(autouse=True)
-def no_model(monkeypatch, tmp_path):
-    def loaded(*args, **kwargs):
-        raise AssertionError("a model was loaded or trained although an option is bad")
+def no_work(monkeypatch, tmp_path):
+    def work(*args, **kwargs):
+        raise AssertionError("the spec ran (a model was loaded or trained) although an option is bad")
 
-    monkeypatch.setattr(rgbt, "_model", loaded)
+    monkeypatch.setattr(rgbt, "run_spec", work)
     monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
 
 
@@ -73,6 +74,7 @@ def frame(path, channels=4, size=(32, 32), alpha=None):
 )
 def test_bad_options_are_refused_before_any_model(capsys, argv, message):
     assert re.search(message, refused(capsys, [*FAST, *argv]))
+    assert re.search(message, refused(capsys, [*FAST, *argv, "--print-spec"]))
 
 
 def test_rtfnet_size_that_does_not_line_up(capsys):
@@ -110,6 +112,14 @@ def test_mf_frames_of_different_sizes_need_size(tmp_path, capsys):
     assert "argument --size: MF test: the frames differ in size (00001D 32x32" in err and "00002N 32x48" in err
 
 
-def test_good_options_reach_the_model(tmp_path):
-    with pytest.raises(AssertionError, match="a model was loaded"):
+def test_mf_layout_problems_name_the_data_root(tmp_path, capsys):
+    (tmp_path / "MF" / "images").mkdir(parents=True)
+    (tmp_path / "MF" / "labels").mkdir()
+    err = refused(capsys, [*FAST, "--weights", __file__, "--data-root", str(tmp_path / "MF")])
+    assert "argument --data-root: split file" in err and "test.txt not found" in err
+
+
+def test_good_options_reach_the_run(tmp_path, capsys):
+    with pytest.raises(AssertionError, match="the spec ran"):
         rgbt.main([*FAST, "--out", str(tmp_path / "out")])
+    assert rgbt.main([*FAST, "--print-spec"]) is None and "table: rgbt" in capsys.readouterr().out
