@@ -11,9 +11,14 @@ P1  adapter overhead: torchattacks PGD-10 through the fusion adapter (``run_atta
     torchattacks PGD on a hand-wired single-input module computing the same function (MFNet and an smp
     two-stream U-Net). Target: median <= 1.03x.
 P2  ART path: ART PGD through the project's estimator vs the torchattacks path. Target: <= 1.25x.
+P3  text attacks: DeepWordBug on an image+text model with the held image's features cached vs
+    recomputed (target >= 3x, identical results), and per query on the fusion model vs a text-only
+    model of the same text tower (target <= 1.3x).
 P4  harness: one PGD step inside the grid runner vs a bare forward + backward. Target: <= 1.10x.
 P5  scaling: wall time per image at 1x, 4x, 16x images (ratio of ratios within 10%) and peak RSS
-    (fresh process per size) flat in the number of images.
+    (fresh process per size) flat in the number of images; torchrun with one process per core vs one
+    process (never slower, speed-up printed, identical results); the worst case over {rgb, ir} vs its
+    three subset attacks run separately (no more).
 
 Exit status 1 when a target is missed beyond the measured spread (even the best repeat misses it).
 Every variant pair is also checked for equal results (the maximum difference is printed).
@@ -253,7 +258,121 @@ def measure_scaling(args: argparse.Namespace, device: torch.device) -> list[Rati
     return out
 
 
-MEASUREMENTS = {"P1": measure_adapters, "P4": measure_harness, "P5": measure_scaling}
+# ----------------------------------------------------------------------------------------------- P3
+
+
+def measure_text(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """DeepWordBug on an early-fusion image+text model: held-image features cached vs recomputed (same
+    adversarial texts required), and time per query on the fusion model vs a text-only model of the
+    same text tower (MiniLM)."""
+    import textattack
+    from mmfusion_attacks.adapters.textattack import FusionModelWrapper
+
+    from mmfusion_attacks import run_attack
+    from mmfusion_attacks.data import create_dataset
+    from mmfusion_attacks.harness.vl import measure_feature_cache
+    from mmfusion_attacks.models import create_model
+    from mmfusion_attacks.models.vl_training import SYNTHETIC_CONFIGS
+    from mmfusion_attacks.text.recipes import build_text_attack
+
+    torch.manual_seed(0)
+    config = {k: v for k, v in SYNTHETIC_CONFIGS["vl-early-fusion"].items() if k != "backbone_kwargs"}
+    fusion = create_model("vl-early-fusion", **config).to(device).eval()
+    text_only = create_model("vl-language", **SYNTHETIC_CONFIGS["vl-language"]).to(device).eval()
+    data = create_dataset("synthetic-xray-reports", split="val", size=args.p3_examples, image_size=args.p3_image_size, seed=0)
+    batch, labels = data.tensors()
+    speedups, identical = [], True
+    per_query: list[float] = []
+    for _ in range(args.p3_repeats):
+        m = measure_feature_cache(fusion, batch, labels, seed=0)
+        speedups.append(m["speedup"])
+        identical &= bool(m["identical"])
+        times = {}
+        for name, model, inputs in (("fusion", fusion, batch), ("text", text_only, {"text": batch["text"]})):
+            textattack.shared.utils.set_seed(0)
+            attack = build_text_attack("deepwordbug", FusionModelWrapper(model, cache_features=True, long_text="skip"))
+            t = time.perf_counter()
+            res = run_attack(attack, inputs, labels)
+            times[name] = (time.perf_counter() - t) / max(int(res.extras["queries"].sum()), 1)
+        per_query.append(times["fusion"] / times["text"])
+    return [
+        Ratio("P3 text attack: held-image features recomputed / cached", speedups, 3.0, better="higher",
+              note=f"identical results: {identical}; early fusion at {args.p3_image_size} px, {args.p3_examples} examples"),
+        Ratio("P3 DeepWordBug time per query: fusion (cached) / text-only model", per_query, 1.3),
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- P5 (processes, subsets)
+
+_SPEC = """
+name: perf
+device: cpu
+experiments:
+  - name: scenes
+    model: {{name: tiny-rgbt-segmenter, source: registry, num_classes: 9}}
+    data: {{name: synthetic-rgbt, split: test, size: {n}, height: {h}, width: {w}}}
+    batch_size: 4
+    shard_size: 4
+    labels: pseudo
+    attacks: [pgd]
+    eps_255: [8]
+    subsets: [rgb, ir]
+    steps: 5
+    sanity: false
+    qualitative: 0
+"""
+
+
+def measure_processes(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """One process vs ``torchrun --nproc_per_node=N`` (N = cores, each rank its share of the threads) on
+    the same spec, a fresh results folder each run; results must be identical."""
+    import os
+    import tempfile
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = max(2, cores)
+    h, w = args.p5_size
+    values, same = [], True
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = Path(tmp) / "perf.yaml"
+        spec.write_text(_SPEC.format(n=args.p5_images * 8, h=h, w=w))
+        for r in range(args.p5_repeats):
+            times = {}
+            for procs in ((1, n) if r % 2 == 0 else (n, 1)):
+                out = Path(tmp) / f"run{r}-{procs}"
+                env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // procs))}
+                cmd = ([sys.executable, "-m", "mmfusion_attacks", "run", str(spec), "--out", str(out), "--quiet"] if procs == 1 else
+                       [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "mmfusion_attacks",
+                        "run", str(spec), "--out", str(out), "--quiet"])
+                t = time.perf_counter()
+                subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True)
+                times[procs] = time.perf_counter() - t
+            a = json.loads((Path(tmp) / f"run{r}-1" / "summary.json").read_text())
+            b = json.loads((Path(tmp) / f"run{r}-{n}" / "summary.json").read_text())
+            same &= [e["confusion"] for e in a["experiments"]] == [e["confusion"] for e in b["experiments"]]
+            values.append(times[n] / times[1])
+    speedup = 1 / statistics.median(values)
+    return [Ratio(f"P5 torchrun {n} processes / 1 process (wall time, incl. start-up)", values, 1.0,
+                  note=f"speed-up {speedup:.2f}x on {cores} cores; identical results: {same}")]
+
+
+def measure_worst_case(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """The worst case over the subsets of {rgb, ir} vs its 3 subset attacks run as separate cells."""
+    from mmfusion_attacks.harness.grid import GridSpec, JointCell, run_grid, worst_case_cells
+    from mmfusion_attacks.joint import ModalityAttack
+
+    fusion, batch, labels = _segmentation_setup("tiny-rgbt-segmenter", args, device)
+    plan = (ModalityAttack("rgb", "pgd", 8 / 255, steps=5), ModalityAttack("ir", "pgd", 8 / 255, steps=5))
+    worst = GridSpec(attacks=(), combos=worst_case_cells("worst case", plan))
+    separate = GridSpec(attacks=(), combos=[JointCell(f"on {'+'.join(sub)}", tuple(e for e in plan if e.modality in sub))
+                                            for sub in (("rgb",), ("ir",), ("rgb", "ir"))])
+    times = interleaved({"separate": lambda: run_grid(fusion, [(batch, labels)], separate, progress=False),
+                         "worst": lambda: run_grid(fusion, [(batch, labels)], worst, progress=False)}, args.repeats, device)
+    return [Ratio("P5 worst case over {rgb, ir} / its 3 subset attacks run separately", ratios(times, "worst", "separate"), 1.0)]
+
+
+MEASUREMENTS = {"P1": measure_adapters, "P3": measure_text, "P4": measure_harness, "P5": measure_scaling, "P5-procs": measure_processes,
+                "P5-subsets": measure_worst_case}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,6 +395,9 @@ def configure(args: argparse.Namespace) -> argparse.Namespace:
     args.p5_images = 4 if quick else 8
     args.p5_size = (48, 64) if quick else (96, 128)
     args.p5_repeats = 2 if quick else 3
+    args.p3_examples = 3 if quick else 6
+    args.p3_image_size = 224  # the image tower must dominate, as in the study (at 96 px: 1.3-1.7x)
+    args.p3_repeats = 2 if quick else 3
     return args
 
 
