@@ -1,17 +1,23 @@
-"""The medical vision-language robustness study (chest X-ray + report), a preset over :func:`run_grid`.
-``benchmarks/vl_fusion.py`` and ``mmfusion-attacks vl`` call :func:`main`.
+"""The medical vision-language robustness study (chest X-ray + report), a thin preset over the harness:
+:func:`build_spec` turns the options into a :class:`~.spec.RunSpec`, :func:`~.engine.run_spec` runs it
+(resumable records, reports, validity checks) and :func:`summary_table` prints the study's table from
+the run's summary alone. ``benchmarks/vl_fusion.py`` and ``mmfusion-attacks vl`` call :func:`main`;
+``--print-spec`` prints the spec as YAML, and ``mmfusion-attacks run`` on that file reproduces the table.
 
 Rows (cells): no attack; FGSM on both image views at each eps; WordNet synonym substitution of 20% /
 40% of the eligible words; deletion of 50% of the words; image + text combinations (FGSM, then the
 text perturbation, on the same examples); all at once; and TextAttack recipes (DeepWordBug, PWWS) with
-their success rate and queries per example. Columns: the vision-only, language-only, early-fusion and
-late-fusion models. A model that does not read the perturbed modality is scored on inputs it reads
-unchanged (marked ``=``). Also measured: the speed of a text attack with the held images' tower
-features cached vs recomputed in every query (identical results required).
+their success rate and queries per example, on the first ``--recipe-examples`` test examples. Columns:
+the vision-only, language-only, early-fusion and late-fusion models (one experiment per model, plus
+one per model for the recipe rows, with ``limit``). A model that does not read the perturbed modality
+is scored on inputs it reads unchanged (marked ``=``). ``--speed`` (off by default) also times a text
+attack with the held images' tower features cached vs recomputed in every query (identical results
+required) and prints that line after the table: a timing, not a result, so it is not in the spec.
 
 With no arguments: the embedded SYNTHETIC default (x-ray-like images and generated reports, made by
 this project; models trained here and cached). ``--data DIR`` runs on a real Indiana University chest
-X-ray folder (``indiana_reports.csv``, ``indiana_projections.csv``, images), training on its train split.
+X-ray folder (``indiana_reports.csv``, ``indiana_projections.csv``, images), training on its train split
+(the ``callable`` model source :func:`iu_trained_model`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ import torch
 
 from ..data import create_dataset
 from ..fusion import FusionModel
-from .grid import ComboCell, GridSpec, Step, run_grid
+from .engine import run_spec
+from .grid import ComboCell, Step
 from .options import checked_args, count, device_problem, duplicates, number, out_dir_problem
-from .report import save_run
+from .spec import ExperimentSpec, RunSpec, spec_to_yaml
+from .tables import console_text
 
-__all__ = ["main", "build_parser", "option_problems", "study_cells", "MODELS", "IMAGES", "measure_feature_cache"]
+__all__ = ["main", "build_parser", "build_spec", "option_problems", "summary_table", "format_table", "study_cells", "iu_trained_model",
+           "measure_feature_cache", "measure_speed", "format_speed", "MODELS", "IMAGES", "IU_FACTORY"]
 
 MODELS = {"vision": "vl-vision", "language": "vl-language", "early fusion": "vl-early-fusion", "late fusion": "vl-late-fusion"}
 IMAGES = ("frontal", "lateral")
@@ -55,7 +64,7 @@ def study_cells(
         return Step("attack", "fgsm", views, eps, toolkit=toolkit)
 
     def aug(name: str, fraction: float) -> Step:
-        return Step("text-augment", name, ("text",), fraction, seed=seed)
+        return Step("text-augment", name, ("text",), fraction, toolkit=toolkit, seed=seed)
 
     cells = [ComboCell(f"FGSM {e:g}", (fgsm(e),)) for e in fgsm_eps]
     cells += [ComboCell(f"SYN {p:.0%}", (aug("synonym", p),)) for p in synonym]
@@ -70,62 +79,185 @@ def study_cells(
             f"ALL: FGSM {combo_eps:g} + SYN {synonym[0]:.0%} + DEL {deletion[0]:.0%}",
             (fgsm(combo_eps), aug("synonym", synonym[0]), aug("deletion", deletion[0])),
         ))
-    cells += [ComboCell(name, (Step("text-attack", name, ("text",), query_budget),)) for name in recipes]
+    cells += [ComboCell(name, (Step("text-attack", name, ("text",), query_budget, toolkit=toolkit),)) for name in recipes]
     return cells
 
 
-def _batches(batch: dict[str, Any], labels: torch.Tensor, size: int):
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"batch size must be a positive int, got {size!r}")
-    n = len(labels)
-    for start in range(0, n, size):
-        yield {k: v[start : start + size] for k, v in batch.items()}, labels[start : start + size]
+#: the factory of the ``callable`` model source that trains on an IU folder (``--data DIR``)
+IU_FACTORY = "mmfusion_attacks.harness.vl:iu_trained_model"
+RECIPE_SUFFIX = "-recipes"
 
 
-def _models(args: argparse.Namespace, train_set: Any) -> dict[str, FusionModel]:
-    from ..models.vl_training import vl_synthetic_default
+def _combo(cell: ComboCell, toolkit: str) -> dict[str, Any]:
+    """A grid cell as a spec ``combos`` entry; a step's ``toolkit`` / ``steps`` / ``seed`` are written
+    when they differ from what the engine takes without them (the experiment's toolkit and steps, seed 0)."""
+    default_steps = ExperimentSpec.__dataclass_fields__["steps"].default
+    steps = []
+    for s in cell.steps_:
+        step = {"kind": s.kind, "name": s.name, "attacked": list(s.attacked), "amount": float(s.amount)}
+        step.update({k: v for k, v, d in (("toolkit", s.toolkit, toolkit), ("steps", s.steps, default_steps), ("seed", s.seed, 0)) if v != d})
+        steps.append(step)
+    return {"name": cell.label, "steps": steps}
 
-    out = {}
-    if args.data is not None:
-        # what the models are keyed by: the training data's content, not its path (set on args for the meta)
-        args.train_fingerprint = train_set.fingerprint(image_contents=args.hash_images)
+
+def _model_entry(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    if args.data is None:
+        return {"name": arch, "source": "synthetic-vl", "image_size": args.image_size}
+    options = {"arch": arch, "data": str(Path(args.data).expanduser().resolve()), "image_size": args.image_size, "seed": args.seed,
+               "hash_images": bool(args.hash_images), "device": args.device}
+    return {"name": arch, "source": "callable", "factory": IU_FACTORY, "options": options}
+
+
+def _data_entry(args: argparse.Namespace) -> dict[str, Any]:
+    if args.data is None:
+        return {"name": "synthetic-xray-reports", "split": "test", "size": args.test_size, "image_size": args.image_size, "seed": args.seed}
+    return {"name": "iu-xray", "root": str(Path(args.data).expanduser().resolve()), "split": "test", "image_size": args.image_size,
+            "limit": args.test_size}
+
+
+def build_spec(args: argparse.Namespace) -> RunSpec:
+    """The study as a :class:`RunSpec` (``table: vl``): per model (:data:`MODELS`), one experiment with the
+    study's cells (:func:`study_cells`) on the test data, and, when there are recipes, one experiment
+    ``<model>-recipes`` with the TextAttack recipe cells on the first ``--recipe-examples`` examples."""
+    cells = study_cells(fgsm_eps=args.fgsm_eps, synonym=args.synonym, deletion=args.deletion, combo_eps=args.combo_eps, recipes=(),
+                        toolkit=args.toolkit, seed=args.seed)
+    recipe_cells = study_cells(fgsm_eps=(), synonym=(), deletion=(), recipes=args.recipes, query_budget=args.query_budget,
+                               toolkit=args.toolkit, seed=args.seed)
+    data = _data_entry(args)
+    what = "SYNTHETIC chest x-ray-like images + generated reports" if args.data is None else f"IU chest X-rays + reports ({args.data})"
+    experiments = []
     for label, arch in MODELS.items():
-        if args.data is None:
-            out[label] = vl_synthetic_default(arch, image_size=args.image_size, seed=args.seed, device=args.device, progress=not args.quiet)
-        else:
-            out[label] = _train_on(arch, train_set, args, args.train_fingerprint)
-    return out
+        common = {"model": _model_entry(arch, args), "data": dict(data), "batch_size": args.batch_size, "toolkit": args.toolkit,
+                  "sanity": None}
+        experiments.append(ExperimentSpec(name=arch, title=f"{label} model ({arch}): the study's cells, {what}",
+                                          combos=[_combo(c, args.toolkit) for c in cells], **common))
+        if recipe_cells:
+            # TextAttack recipes query the model hundreds of times per example: they run on the first
+            # --recipe-examples test examples (the table says how many), with --query-budget per example
+            experiments.append(ExperimentSpec(name=arch + RECIPE_SUFFIX, limit=args.recipe_examples,
+                                              title=f"{label} model ({arch}): TextAttack recipes on the first {args.recipe_examples} examples",
+                                              combos=[_combo(c, args.toolkit) for c in recipe_cells], **common))
+    return RunSpec(name="vl_fusion: image+text robustness" + (" (SYNTHETIC data)" if args.data is None else ""), experiments=experiments,
+                   seed=args.seed, device=args.device, table="vl")
 
 
-def _train_on(arch: str, train_set: Any, args: argparse.Namespace, fingerprint: str) -> FusionModel:
+# -- models trained on an IU folder (the ``callable`` source of --data) ---------------------------------
+
+
+def iu_trained_model(arch: str, data: str, image_size: int = 48, seed: int = 0, hash_images: bool = False,
+                     device: str = "cpu") -> FusionModel:
+    """``arch`` (one of :data:`MODELS`' values) trained on the train split of the Indiana University chest
+    X-ray folder ``data`` at ``image_size`` px, with the embedded default's network and recipe, cached by
+    the training data's content (``hash_images``: the images' bytes, else their sizes and modification
+    times), never by its path. The ``callable`` model source of ``--data`` (``factory:`` :data:`IU_FACTORY`)."""
+    from ..models.vl_training import VL_ARCHS
+
+    if arch not in VL_ARCHS:
+        raise ValueError(f"arch must be one of {VL_ARCHS}, got {arch!r}")
+    from .options import resolve_device
+
+    train_set = create_dataset("iu-xray", root=data, split="train", image_size=image_size)
+    fingerprint = train_set.fingerprint(image_contents=hash_images)
+    return _train_on(arch, train_set, fingerprint, seed=seed, device=resolve_device(device))
+
+
+def _train_on(arch: str, train_set: Any, fingerprint: str, *, seed: int = 0, device: str = "cpu", progress: bool = False) -> FusionModel:
     """A model trained on a real dataset's train split with the embedded default's network and recipe,
     cached by the data's ``fingerprint`` (labels, reports, images), the network, the recipe and the seed:
-    relabelled or edited data is trained on afresh, never served the models of the old data."""
+    relabelled or edited data is trained on afresh, never served the models of the old data. An unusable
+    cache file is deleted with a warning naming it and the model trained again (as the defaults do)."""
+    from ..cache_files import load_or_discard, load_state_cache
     from ..models import create_model
     from ..models.vl_training import (
         SYNTHETIC_CONFIGS,
         SYNTHETIC_RECIPES,
         data_cache_name,
-        load_state,
         rebuilt_prefixes,
         save_state,
         train_classifier,
     )
     from ..zoo import cache_dir
 
-    path = cache_dir() / data_cache_name(arch, "iu-xray", fingerprint, args.seed)
-    torch.manual_seed(args.seed)  # the initial weights do not depend on which models were built before
+    path = cache_dir() / data_cache_name(arch, "iu-xray", fingerprint, seed)
+    torch.manual_seed(seed)  # the initial weights do not depend on which models were built before
     fusion = create_model(arch, **SYNTHETIC_CONFIGS[arch])
     skip = rebuilt_prefixes(SYNTHETIC_CONFIGS[arch], fusion)
-    if path.is_file():
-        load_state(fusion, path, skip)
-        return fusion.to(args.device).eval()
+    if load_or_discard(path, lambda p: load_state_cache(fusion.model, p, skip=skip)) is not None:
+        return fusion.to(device).eval()
     batch, labels = train_set.tensors()
     batch = {k: v for k, v in batch.items() if k in fusion.modalities}
-    fusion = train_classifier(fusion.to(args.device), batch, labels, seed=args.seed, device=args.device,
-                              progress=not args.quiet, **SYNTHETIC_RECIPES[arch].kwargs())
+    fusion = train_classifier(fusion.to(device), batch, labels, seed=seed, device=device, progress=progress,
+                              **SYNTHETIC_RECIPES[arch].kwargs())
     save_state(fusion, path, skip)
     return fusion.eval()
+
+
+# -- the table, from a run's summary -------------------------------------------------------------------
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The study's table (rows: cells, columns: models) from a run's summary alone (``summary.json`` or
+    :func:`~.engine.run_spec`'s return): each experiment's clean accuracy, rows and data description;
+    a model's column is named by its registered name (:data:`MODELS`), a ``limit`` experiment's rows are
+    the recipe rows (their clean accuracy on those examples in the lines below the table)."""
+    spec_entries = {e["name"]: e for e in (summary.get("spec") or {}).get("experiments", [])}
+    labels = {arch: label for label, arch in MODELS.items()}
+    clean: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    data, n_test = "", 0
+    for exp in summary["experiments"]:
+        entry = spec_entries.get(exp["name"], {})
+        arch = (entry.get("model") or {}).get("name", exp["name"])
+        label = labels.get(arch, arch)
+        accuracy = exp["clean"]["accuracy"]
+        if not entry.get("limit"):
+            n = sum(sum(r) for r in exp["confusion"]["clean"])  # one label per example
+            clean[label] = accuracy
+            data, n_test = data or exp["description"]["data"], n_test or n
+            rows.append({"model": label, "cell": "no attack", "accuracy": accuracy, "applies": True, "rows": n})
+            rows += [{"model": label, **r} for r in exp["rows"]]
+        else:
+            rows += [{"model": label, **r, "clean_accuracy_on_rows": accuracy} for r in exp["rows"]]
+    return format_table({"meta": {"data": data, "test_size": n_test}, "clean": clean, "rows": rows})
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """``result``: ``meta`` (``data``, ``test_size``), ``clean`` (model -> accuracy: the columns) and
+    ``rows`` (``model``, ``cell``, ``accuracy``, ``applies``, ``rows``; text attacks also
+    ``success_rate``, ``queries_per_example``, ``words_changed_per_example``, ``clean_accuracy_on_rows``)."""
+    models = list(result["clean"])
+    cells = list(dict.fromkeys(r["cell"] for r in result["rows"]))
+    index = {(r["model"], r["cell"]): r for r in result["rows"]}
+    width = max((len(c) for c in cells), default=0) + 2
+    lines = [f"data: {result['meta']['data']}", "accuracy (= : the model does not read the perturbed modality)", ""]
+    lines.append("".ljust(width) + "".join(f"{m:>14}" for m in models))
+    n_test = result["meta"]["test_size"]
+    partial = {r["cell"]: r["rows"] for r in result["rows"] if r.get("rows", n_test) != n_test}
+    for cell in cells:
+        line = (cell + ("*" if cell in partial else "")).ljust(width)
+        for m in models:
+            r = index.get((m, cell))
+            if r is None:
+                line += f"{'-':>14}"
+            else:
+                mark = "" if r.get("applies", True) else "="
+                line += f"{mark + format(r['accuracy'], '.3f'):>14}"
+        lines.append(line)
+    if partial:
+        lines.append(f"* on the first {min(partial.values())} test examples only (TextAttack recipes); clean accuracy there in the lines below")
+    recipe_rows = [r for r in result["rows"] if r.get("queries_per_example")]
+    if recipe_rows:
+        lines += ["", "text attacks: success rate (of rows right when clean) / queries per example / words changed per example"]
+        for r in recipe_rows:
+            clean = f"  (clean {r['clean_accuracy_on_rows']:.3f} on {r['rows']})" if "clean_accuracy_on_rows" in r else ""
+            lines.append(
+                f"  {r['model']:<13} {r['cell']:<14} success {r['success_rate']:.3f}  queries {r['queries_per_example']:.1f}  "
+                f"words {r['words_changed_per_example']:.2f}{clean}"
+            )
+    return "\n".join(lines)
+
+
+# -- the held-image feature cache's speed (--speed: a timing, not part of the spec) ----------------------
 
 
 def measure_feature_cache(fusion: FusionModel, batch: dict[str, Any], labels: torch.Tensor, *, recipe: str = "deepwordbug", seed: int = 0) -> dict[str, Any]:
@@ -153,74 +285,9 @@ def measure_feature_cache(fusion: FusionModel, batch: dict[str, Any], labels: to
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    if args.data is None:
-        test = create_dataset("synthetic-xray-reports", split="test", size=args.test_size, image_size=args.image_size, seed=args.seed)
-        train = None
-        data_label = "SYNTHETIC chest x-ray-like images + generated reports (mmfusion_attacks 'synthetic-xray-reports'), not real data"
-    else:
-        train = create_dataset("iu-xray", root=args.data, split="train", image_size=args.image_size)
-        test = create_dataset("iu-xray", root=args.data, split="test", image_size=args.image_size, limit=args.test_size)
-        data_label = f"Indiana University chest X-rays + reports from {args.data} (test split, {len(test)} examples)"
-    models = _models(args, train)
-    timings["training"] = time.perf_counter() - t0
-    batch, labels = test.tensors()
-    cells = study_cells(
-        fgsm_eps=args.fgsm_eps, synonym=args.synonym, deletion=args.deletion, combo_eps=args.combo_eps,
-        recipes=(), toolkit=args.toolkit, seed=args.seed,
-    )
-    recipe_cells = study_cells(fgsm_eps=(), synonym=(), deletion=(), recipes=args.recipes, query_budget=args.query_budget, seed=args.seed)
-    if args.recipe_examples < 1:  # a negative count would slice off the end: labels[:-1] is all but the last
-        raise ValueError(f"--recipe-examples must be a positive int, got {args.recipe_examples}")
-    n_recipe = min(args.recipe_examples, len(labels))
-    rows: list[dict[str, Any]] = []
-    clean: dict[str, float] = {}
-    for label, fusion in models.items():
-        t = time.perf_counter()
-        grid = run_grid(fusion, _batches(batch, labels, args.batch_size), GridSpec(attacks=(), combos=cells, toolkit=args.toolkit),
-                        progress=not args.quiet)
-        clean[label] = grid.clean_summary()["accuracy"]
-        rows.append({"model": label, "cell": "no attack", "accuracy": clean[label], "applies": True, "rows": len(labels)})
-        rows += [{"model": label, **r} for r in grid.rows()]
-        if recipe_cells and n_recipe:
-            # TextAttack recipes query the model hundreds of times per example: they run on the first
-            # --recipe-examples test examples (their rows say how many), with --query-budget per example
-            head = {k: v[:n_recipe] for k, v in batch.items()}
-            sub = run_grid(fusion, _batches(head, labels[:n_recipe], args.batch_size), GridSpec(attacks=(), combos=recipe_cells),
-                           progress=not args.quiet)
-            rows += [{"model": label, **r, "clean_accuracy_on_rows": sub.clean_summary()["accuracy"]} for r in sub.rows()]
-        timings[f"grid {label}"] = time.perf_counter() - t
-    speed = None
-    if not args.skip_speed:
-        t = time.perf_counter()
-        speed = _speed(args)
-        timings["speed"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    return {
-        "meta": {
-            "data": data_label,
-            "synthetic": args.data is None,
-            "models": MODELS,
-            "test_size": len(labels),
-            "image_size": args.image_size,
-            "toolkit": args.toolkit,
-            "seed": args.seed,
-            "fgsm_eps": list(args.fgsm_eps),
-            "combo_eps": args.combo_eps,
-            "train_fingerprint": getattr(args, "train_fingerprint", None),
-        },
-        "clean": clean,
-        "rows": rows,
-        "speed": speed,
-        "seconds": timings,
-    }
-
-
-def _speed(args: argparse.Namespace) -> dict[str, Any]:
+def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
     """Cached vs recomputed held-image features on a model whose image tower dominates the cost: early
-    fusion at 224 px (random weights: speed does not depend on training)."""
+    fusion at ``--speed-image-size`` px (random weights: speed does not depend on training)."""
     torch.manual_seed(args.seed)
     fusion = _speed_model(args).to(args.device).eval()
     data = create_dataset("synthetic-xray-reports", split="val", size=args.speed_examples, image_size=args.speed_image_size, seed=args.seed)
@@ -238,65 +305,10 @@ def _speed_model(args: argparse.Namespace) -> FusionModel:
     return create_model("vl-early-fusion", **config)
 
 
-def format_table(result: dict[str, Any]) -> str:
-    models = list(result["clean"])
-    cells = list(dict.fromkeys(r["cell"] for r in result["rows"]))
-    index = {(r["model"], r["cell"]): r for r in result["rows"]}
-    width = max(len(c) for c in cells) + 2
-    lines = [f"data: {result['meta']['data']}", "accuracy (= : the model does not read the perturbed modality)", ""]
-    lines.append("".ljust(width) + "".join(f"{m:>14}" for m in models))
-    n_test = result["meta"]["test_size"]
-    partial = {r["cell"]: r["rows"] for r in result["rows"] if r.get("rows", n_test) != n_test}
-    for cell in cells:
-        line = (cell + ("*" if cell in partial else "")).ljust(width)
-        for m in models:
-            r = index.get((m, cell))
-            if r is None:
-                line += f"{'-':>14}"
-            else:
-                mark = "" if r.get("applies", True) else "="
-                line += f"{mark + format(r['accuracy'], '.3f'):>14}"
-        lines.append(line)
-    if partial:
-        lines.append(f"* on the first {min(partial.values())} test examples only (TextAttack recipes); clean accuracy there in the lines below")
-    recipe_rows = [r for r in result["rows"] if r.get("queries_per_example")]
-    if recipe_rows:
-        lines += ["", "text attacks: success rate (of rows right when clean) / queries per example / words changed per example"]
-        for r in recipe_rows:
-            clean = f"  (clean {r['clean_accuracy_on_rows']:.3f} on {r['rows']})" if "clean_accuracy_on_rows" in r else ""
-            lines.append(
-                f"  {r['model']:<13} {r['cell']:<14} success {r['success_rate']:.3f}  queries {r['queries_per_example']:.1f}  "
-                f"words {r['words_changed_per_example']:.2f}{clean}"
-            )
-    if result.get("speed"):
-        s = result["speed"]
-        lines += ["", f"held-image feature cache ({s['model']}, {s['image_size']} px, {s['examples']} examples, {s['queries']} queries): "
-                  f"cached {s['cached_s']:.1f} s vs recomputed {s['uncached_s']:.1f} s = {s['speedup']:.1f}x, identical results: {s['identical']}"]
-    return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(result["clean"])
-    cells = list(dict.fromkeys(r["cell"] for r in result["rows"]))
-    index = {(r["model"], r["cell"]): r["accuracy"] for r in result["rows"]}
-    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(cells)), 4.5))
-    w = 0.8 / len(models)
-    for j, m in enumerate(models):
-        ax.bar([i + j * w for i in range(len(cells))], [index.get((m, c), float("nan")) for c in cells], w, label=m)
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(cells))])
-    ax.set_xticklabels(cells, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(("SYNTHETIC data: " if result["meta"]["synthetic"] else "") + "image+text robustness per model", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def format_speed(s: dict[str, Any]) -> str:
+    """The line ``--speed`` prints after the table."""
+    return (f"held-image feature cache ({s['model']}, {s['image_size']} px, {s['examples']} examples, {s['queries']} queries): "
+            f"cached {s['cached_s']:.1f} s vs recomputed {s['uncached_s']:.1f} s = {s['speedup']:.1f}x, identical results: {s['identical']}")
 
 
 #: the synthetic default's splits hold at most this many items (SyntheticXrayReports' ``size``)
@@ -321,13 +333,18 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--recipe-examples", type=count(1), default=8, help="test examples the TextAttack recipes run on (the first ones)")
     p.add_argument("--toolkit", choices=["torchattacks", "art"], default="torchattacks")
     p.add_argument("--batch-size", type=count(1), default=40)
-    p.add_argument("--skip-speed", action="store_true", help="skip the cached vs recomputed feature timing")
-    p.add_argument("--speed-examples", type=count(1, _SYNTHETIC_MAX), default=6)
-    p.add_argument("--speed-image-size", type=count(1), default=224)
+    p.add_argument("--speed", action="store_true",
+                   help="also time a text attack with the held images' features cached vs recomputed (printed after the table; "
+                        "a timing, not part of the spec)")
+    p.add_argument("--skip-speed", action="store_true", help="no timing (the default; kept for old command lines)")
+    p.add_argument("--speed-examples", type=count(1, _SYNTHETIC_MAX), default=6, help="with --speed: examples timed")
+    p.add_argument("--speed-image-size", type=count(1), default=224, help="with --speed: side of the timed model's views")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--seed", type=count(0, 2**32 - 1), default=0)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default="runs/vl_fusion")
+    p.add_argument("--out", default="runs/vl_fusion", help="results folder (re-running resumes: finished cells are reused)")
+    p.add_argument("--print-spec", action="store_true",
+                   help="print the study's spec as YAML and exit (`mmfusion-attacks run FILE` on it reproduces the table)")
     return p
 
 
@@ -347,6 +364,8 @@ def option_problems(args: argparse.Namespace, *, resources: bool = True) -> list
         problems.append(f"argument --test-size: the synthetic test split holds at most {_SYNTHETIC_MAX:,} examples, got {args.test_size}")
     if args.hash_images and args.data is None:
         problems.append("argument --hash-images: only with --data (the synthetic default is generated, not read)")
+    if args.speed and args.skip_speed:
+        problems.append("argument --skip-speed: not with --speed (one asks for the timing, the other skips it)")
     problems += [m for m in (device_problem(args.device, allow_auto=True), out_dir_problem(args.out)) if m]
     problems += [m for m in (
         duplicates(args.fgsm_eps, "--fgsm-eps", key=lambda e: f"FGSM {e:g}", what="row"),
@@ -388,8 +407,20 @@ def _resource_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any] | None:
+    """Check the options (all problems at once, before any work), build the spec and print it
+    (``--print-spec``: nothing is run; returns None) or run it into ``--out`` (resuming), print every
+    experiment's table, the study's table and, with ``--speed``, the feature-cache timing; returns the
+    run's summary."""
     args = checked_args(build_parser(prog), argv, option_problems)
-    result = run(args)
-    save_run(result, args.out, "vl_fusion", plot=plot, table=format_table, extra_keys=("speed",))
-    return result
+    spec = build_spec(args)
+    if args.print_spec:
+        print(spec_to_yaml(spec), end="")
+        return None
+    summary = run_spec(spec, args.out, progress=not args.quiet)
+    if summary is None:  # a rank other than 0 of a distributed run
+        return None
+    print(console_text(summary, args.out), flush=True)
+    if args.speed and not args.skip_speed:
+        print("\n" + format_speed(measure_speed(args)))
+    return summary

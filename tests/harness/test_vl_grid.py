@@ -88,39 +88,128 @@ def test_table_marks_models_that_do_not_read_the_modality():
     assert "=0.900" in table and "0.700" in table and "SYNTHETIC" in table
 
 
-def test_vl_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path):
-    """The preset's plumbing (cells, table, CSV / JSON, plot, cache speed check) with tiny random models
-    in place of the trained defaults."""
+TINY_MODELS = {"vl-vision": {"backbone_kwargs": TINY["backbone_kwargs"]}, "vl-language": {"encoder": "tiny-random", "max_text_tokens": 64},
+               "vl-early-fusion": TINY, "vl-late-fusion": TINY}
+#: the study on tiny options (seconds): 4 test examples in shards of 2, one eps, one recipe on 2 examples
+TINY_ARGV = ["--test-size", "4", "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2", "--deletion", "0.5",
+             "--recipes", "deepwordbug", "--query-budget", "20", "--recipe-examples", "2", "--batch-size", "2", "--quiet"]
+
+
+@pytest.fixture
+def tiny_defaults(monkeypatch):
+    """Tiny random networks (seeded by the model source) in place of the trained embedded defaults."""
+    from mmfusion_attacks.models import vl_training
+
+    def tiny_default(arch, *, seed=0, device="cpu", progress=True, image_size=48, n_train=1024):
+        torch.manual_seed(seed)
+        return create_model(arch, **TINY_MODELS[arch]).to(device).eval()
+
+    monkeypatch.setattr(vl_training, "vl_synthetic_default", tiny_default)
+
+
+def _reproduced(capsys, tmp_path, argv, speed=()):
+    """The preset run into A, its --print-spec run by `mmfusion-attacks run` into B: both summaries and stdouts."""
     import json
 
+    from mmfusion_attacks.cli import main as cli_main
     from mmfusion_attacks.harness import vl
 
-    def tiny_models(args, train_set):
-        torch.manual_seed(0)
-        small = {"backbone_kwargs": TINY["backbone_kwargs"]}
-        return {
-            "vision": create_model("vl-vision", **small),
-            "language": create_model("vl-language", encoder="tiny-random"),
-            "early fusion": create_model("vl-early-fusion", **TINY),
-            "late fusion": create_model("vl-late-fusion", **TINY),
-        }
+    summary = vl.main([*argv, *speed, "--out", str(tmp_path / "A")])
+    preset_out = capsys.readouterr().out
+    assert vl.main([*argv, *speed, "--print-spec"]) is None
+    spec_text = capsys.readouterr().out
+    assert not (tmp_path / "B").exists()  # --print-spec runs nothing
+    (tmp_path / "vl.yaml").write_text(spec_text)
+    assert cli_main(["run", str(tmp_path / "vl.yaml"), "--out", str(tmp_path / "B"), "--quiet"]) == 0
+    run_out = capsys.readouterr().out
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in "AB")
+    return summary, a, b, preset_out, run_out, spec_text
 
-    monkeypatch.setattr(vl, "_models", tiny_models)
+
+def test_vl_preset_table_is_reproduced_by_run_on_its_spec(capsys, tmp_path, tiny_defaults, monkeypatch):
+    """`mmfusion-attacks run` on the preset's --print-spec gives the preset's table (and confusions) exactly;
+    the cells, "=" for models that do not read the perturbed modality, the recipe rows on their examples."""
+    from mmfusion_attacks.harness import vl
+    from mmfusion_attacks.harness.tables import format_preset_table
+
     monkeypatch.setattr(vl, "_speed_model", lambda args: create_model("vl-early-fusion", **TINY))
-    result = vl.main(["--test-size", "4", "--image-size", "32", "--fgsm-eps", "0.05", "--recipes", "deepwordbug",
-                      "--query-budget", "20", "--recipe-examples", "2", "--speed-examples", "2", "--speed-image-size", "32", "--quiet",
-                      "--out", str(tmp_path)])
-    assert result["meta"]["synthetic"] and "SYNTHETIC" in result["meta"]["data"]
-    cells = {r["cell"] for r in result["rows"]}
-    assert {"no attack", "FGSM 0.05", "SYN 20%", "DEL 50%", "deepwordbug"} <= cells
-    by = {(r["model"], r["cell"]): r for r in result["rows"]}
-    assert not by[("vision", "SYN 20%")]["applies"] and not by[("language", "FGSM 0.05")]["applies"]
-    assert by[("early fusion", "FGSM 0.05 + DEL 50%")]["applies"]
-    assert by[("early fusion", "deepwordbug")]["rows"] == 2 and by[("early fusion", "SYN 20%")]["rows"] == 4
-    assert "* on the first 2 test examples" in vl.format_table(result)
-    assert result["speed"]["identical"]
-    assert (tmp_path / "vl_fusion.png").stat().st_size > 0
-    assert json.loads((tmp_path / "results.json").read_text())["rows"]
+    speed = ["--speed", "--speed-examples", "2", "--speed-image-size", "32"]
+    summary, a, b, preset_out, run_out, spec_text = _reproduced(capsys, tmp_path, TINY_ARGV, speed)
+    table = format_preset_table(a)
+    assert table == format_preset_table(b) == vl.summary_table(summary)
+    assert table in preset_out and table in run_out
+    assert [e["confusion"] for e in a["experiments"]] == [e["confusion"] for e in b["experiments"]]
+    # the timing is printed after the table, by the preset only, and is not part of the spec
+    assert "held-image feature cache" in preset_out.split(table)[1] and "identical results: True" in preset_out
+    assert "held-image feature cache" not in run_out and "held-image feature cache" not in table
+    assert vl.main([*TINY_ARGV, "--print-spec"]) is None and capsys.readouterr().out == spec_text
+
+    assert "SYNTHETIC" in table
+    lines = {line.split("  ")[0].rstrip("*"): line for line in table.splitlines()}
+    cells = ["no attack", "FGSM 0.05", "SYN 20%", "DEL 50%", "FGSM 0.05 + SYN 20%", "FGSM 0.05 + DEL 50%", "SYN 20% + DEL 50%",
+             "ALL: FGSM 0.05 + SYN 20% + DEL 50%", "deepwordbug"]
+    assert all(c in lines for c in cells)
+    assert table.index("FGSM 0.05 +") < table.index("ALL:") < table.index("deepwordbug")
+    header = next(line for line in table.splitlines() if "early fusion" in line)
+    assert header.split() == ["vision", "language", "early", "fusion", "late", "fusion"]
+    syn, fgsm, both = (lines[c].split()[-4:] for c in ("SYN 20%", "FGSM 0.05", "FGSM 0.05 + DEL 50%"))  # vision, language, early, late
+    assert syn[0].startswith("=") and not any(v.startswith("=") for v in syn[1:])  # vision does not read the report
+    assert fgsm[1].startswith("=") and not any(v.startswith("=") for v in (fgsm[0], *fgsm[2:]))  # language does not read the images
+    assert not any(v.startswith("=") for v in both)  # each model reads one of the perturbed modalities at least
+    assert lines["deepwordbug"].startswith("deepwordbug*") and "* on the first 2 test examples" in table
+    assert "(clean " in table and "on 2)" in table and "success " in table and "queries " in table
+    # the rows behind it: one experiment per model, one more per model for the recipes (limit: --recipe-examples)
+    names = [e["name"] for e in a["experiments"]]
+    assert names == [n for arch in vl.MODELS.values() for n in (arch, arch + "-recipes")]
+    early = {r["cell"]: r for r in a["experiments"][4]["rows"]}
+    assert early["FGSM 0.05"]["rows"] == 4 and early["FGSM 0.05"]["frontal_linf_mean"] == pytest.approx(0.05, abs=1e-6)
+    assert {r["cell"]: r for r in a["experiments"][5]["rows"]}["deepwordbug"]["rows"] == 2
+
+
+def test_vl_spec_round_trips_and_runs_the_study_cells(tmp_path):
+    import yaml
+
+    from mmfusion_attacks.harness import vl
+    from mmfusion_attacks.harness.engine import experiment_units
+    from mmfusion_attacks.harness.spec import load_spec, parse_spec, spec_to_yaml
+
+    for argv in ([], ["--recipes", "--toolkit", "art", "--seed", "3", "--synonym", "0.1", "0.3"]):
+        args = vl.build_parser().parse_args(argv)
+        spec = vl.build_spec(args)
+        assert spec.table == "vl" and spec.seed == args.seed
+        assert parse_spec(yaml.safe_load(spec_to_yaml(spec))) == spec
+        (tmp_path / "s.yaml").write_text(spec_to_yaml(spec))
+        loaded = load_spec(tmp_path / "s.yaml")
+        assert [e.name for e in loaded.experiments] == [e.name for e in spec.experiments]
+        cells = vl.study_cells(fgsm_eps=args.fgsm_eps, synonym=args.synonym, deletion=args.deletion, combo_eps=args.combo_eps, recipes=(),
+                               toolkit=args.toolkit, seed=args.seed)
+        main = spec.experiment("vl-early-fusion")
+        assert [u.cell for u in experiment_units(main, spec)] == cells  # no sanity row, nothing else
+        assert main.sanity is None and main.limit is None and main.model["source"] == "synthetic-vl"
+        recipes = [e for e in spec.experiments if e.name.endswith("-recipes")]
+        assert len(recipes) == (4 if args.recipes else 0)
+        for e in recipes:
+            assert e.limit == args.recipe_examples
+            assert [u.cell for u in experiment_units(e, spec)] == vl.study_cells(
+                fgsm_eps=(), synonym=(), deletion=(), recipes=args.recipes, query_budget=args.query_budget, toolkit=args.toolkit, seed=args.seed)
+
+
+def test_vl_spec_on_a_folder_trains_with_the_callable_source(tmp_path):
+    import yaml
+    from data.iu_fixture import write_iu_fixture
+
+    from mmfusion_attacks.harness import vl
+    from mmfusion_attacks.harness.spec import parse_spec, spec_to_yaml
+
+    write_iu_fixture(tmp_path / "iu", n=8, seed=1)
+    args = vl.build_parser().parse_args(["--data", str(tmp_path / "iu"), "--hash-images", "--test-size", "5"])
+    spec = vl.build_spec(args)
+    assert parse_spec(yaml.safe_load(spec_to_yaml(spec))) == spec
+    e = spec.experiment("vl-late-fusion")
+    assert e.model["source"] == "callable" and e.model["factory"] == vl.IU_FACTORY
+    assert e.model["options"] == {"arch": "vl-late-fusion", "data": str((tmp_path / "iu").resolve()), "image_size": 48, "seed": 0,
+                                  "hash_images": True, "device": "cpu"}
+    assert e.data == {"name": "iu-xray", "root": str((tmp_path / "iu").resolve()), "split": "test", "image_size": 48, "limit": 5}
 
 
 def test_grid_augmentations_are_computed_once_per_text_and_equal_the_augmenter(data):
@@ -139,21 +228,24 @@ def test_grid_augmentations_are_computed_once_per_text_and_equal_the_augmenter(d
     assert again.details(batch["text"]) == plain and not calls  # remembered across models
 
 
-def test_vl_benchmark_on_an_iu_xray_folder(monkeypatch, tmp_path):
-    """--data DIR: the four models are trained on the folder's train split and evaluated on its test split."""
+def test_vl_benchmark_on_an_iu_xray_folder(capsys, monkeypatch, tmp_path):
+    """--data DIR: the four models are trained on the folder's train split (once: cached) and evaluated on
+    its test split; `mmfusion-attacks run` on the printed spec gives the same table."""
     from data.iu_fixture import write_iu_fixture
 
     from mmfusion_attacks.harness import vl
+    from mmfusion_attacks.harness.tables import format_preset_table
     from mmfusion_attacks.models import vl_training
 
     write_iu_fixture(tmp_path / "iu", n=60, seed=1)
     monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
-    tiny = {arch: {**({"backbone_kwargs": TINY["backbone_kwargs"]} if arch != "vl-language" else {}),
-                   **({"encoder": "tiny-random"} if arch != "vl-vision" else {})} for arch in vl.MODELS.values()}
-    monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", tiny)
-    monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-3, 1, 16) for a in tiny})
-    result = vl.main(["--data", str(tmp_path / "iu"), "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2",
-                      "--recipes", "--skip-speed", "--quiet", "--out", str(tmp_path / "out")])
-    assert not result["meta"]["synthetic"] and "Indiana University" in result["meta"]["data"]
-    assert result["meta"]["test_size"] >= 1
+    monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", TINY_MODELS)
+    monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-3, 1, 16) for a in TINY_MODELS})
+    argv = ["--data", str(tmp_path / "iu"), "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2", "--recipes", "--quiet"]
+    summary, a, b, preset_out, run_out, _ = _reproduced(capsys, tmp_path, argv)
+    table = format_preset_table(a)
+    assert table == format_preset_table(b) and table in preset_out and table in run_out
+    assert [e["confusion"] for e in a["experiments"]] == [e["confusion"] for e in b["experiments"]]
+    assert "'iu-xray' test split" in table and "SYNTHETIC" not in table and "*" not in table
+    assert [e["name"] for e in summary["experiments"]] == list(vl.MODELS.values())  # no recipes: no recipe experiments
     assert len(list((tmp_path / "cache").glob("vl-*-iu-xray-*.pt"))) == 4  # trained once, cached
