@@ -1,9 +1,11 @@
 """The CLIP-like contrastive study: zero-shot classification under white-, grey- and black-box attacks
-on the image, on the class prompts, and on both (a thin preset over mmfusion_attacks.harness).
+on the image, on the class prompts, and on both (a thin preset: a spec run by mmfusion_attacks.harness).
 
-    python benchmarks/contrastive.py     # the CLIP-like model on Fashion-MNIST (SYNTHETIC stand-in without it)
+    python benchmarks/contrastive.py                         # the CLIP-like model on Fashion-MNIST (SYNTHETIC stand-in without it)
+    python benchmarks/contrastive.py --print-spec > c.yaml   # the spec it runs, as YAML
+    mmfusion-attacks run c.yaml --out runs/c                 # the same experiments and the same table
 
-Run with --help for every option.
+Re-running with the same --out resumes. Run with --help for every option.
 """
 
 import sys

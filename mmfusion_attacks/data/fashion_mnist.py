@@ -10,6 +10,10 @@ Captions are written from :data:`CAPTION_TEMPLATES` ("a photo of a {}.", ...) wi
 (:data:`CLASS_NAMES`); :data:`HELD_OUT_CLASSES` are the classes a CLIP-like model is *not* trained on, so
 its zero-shot accuracy on them measures transfer to unseen class names, not memorised ones.
 
+:class:`FashionMNISTZeroShot` (registered as ``"fashion-mnist-zero-shot"``) serves the same images with each
+example's zero-shot prompt set (the text modality of :func:`~mmfusion_attacks.models.contrastive.zero_shot_model`),
+so a spec can attack a CLIP-like model on them.
+
 Where the package is not installed, ``source="auto"`` (the default) warns with how to get it
 (``apt-get install dataset-fashion-mnist``) and serves a SYNTHETIC stand-in: procedural silhouettes of
 the same ten classes (:func:`synthetic_item`), labelled SYNTHETIC in :attr:`FashionMNIST.description`
@@ -34,6 +38,7 @@ from . import register_dataset
 
 __all__ = [
     "FashionMNIST",
+    "FashionMNISTZeroShot",
     "CLASS_NAMES",
     "CAPTION_TEMPLATES",
     "HELD_OUT_CLASSES",
@@ -348,3 +353,54 @@ class FashionMNIST(Dataset):
         h.update(np.ascontiguousarray(self.images).tobytes())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         return h.hexdigest()[:16]
+
+
+@register_dataset("fashion-mnist-zero-shot")
+class FashionMNISTZeroShot(Dataset):
+    """Fashion-MNIST for zero-shot classification: each example is ``{"image": (1, 28, 28) in [0, 1],
+    "prompts": the class prompt set, "label": class id}``, the prompt set being one prompt per class
+    (``template`` with the class's name, in label order) joined by
+    :data:`~mmfusion_attacks.models.contrastive.PROMPT_SEPARATOR`: exactly what
+    ``ZeroShotClassifier.batch`` gives a zero-shot FusionModel over the ten classes.
+
+    ``split``, ``root``, ``source`` (``"auto"``: real when installed, else a SYNTHETIC stand-in with a
+    :class:`SyntheticDataWarning`), ``size`` and ``seed`` are :class:`FashionMNIST`'s; :attr:`synthetic`
+    and :attr:`description` say which images are served.
+    """
+
+    def __init__(
+        self,
+        split: str = "test",
+        *,
+        root: str | os.PathLike | None = None,
+        source: str = "auto",
+        size: int | None = None,
+        seed: int = 0,
+        template: str | None = None,
+    ) -> None:
+        from ..models.contrastive import DEFAULT_TEMPLATE, PROMPT_SEPARATOR
+
+        template = DEFAULT_TEMPLATE if template is None else template
+        if "{}" not in template or PROMPT_SEPARATOR.strip() in template:
+            raise ValueError(f"template must hold '{{}}' (the class name) and no {PROMPT_SEPARATOR.strip()!r}, got {template!r}")
+        self.images = FashionMNIST(split, root=root, source=source, size=size, seed=seed)  # warns when SYNTHETIC
+        self.template = template
+        self.prompt_text = PROMPT_SEPARATOR.join(template.format(name).strip() for name in CLASS_NAMES)
+        self.split, self.seed, self.source = split, seed, self.images.source
+        self.description = self.images.description + f"; zero-shot prompts {template!r} over the ten classes"
+
+    @property
+    def synthetic(self) -> bool:
+        return self.images.synthetic
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        image, label = self.images[i]
+        return {"image": image, "prompts": self.prompt_text, "label": label}
+
+    def tensors(self, indices: Sequence[int] | None = None) -> tuple[dict, torch.Tensor]:
+        """``({"image": (N, 1, 28, 28), "prompts": N prompt sets}, labels (N,))``."""
+        inputs, labels = self.images.tensors(indices)
+        return {"image": inputs["image"], "prompts": [self.prompt_text] * len(labels)}, labels

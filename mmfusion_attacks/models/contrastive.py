@@ -622,9 +622,10 @@ def retrieval_recall(
 def byte_clip_tokenizer():
     """A ``CLIPTokenizer`` over single bytes (no merges): a real CLIP tokeniser for random tiny CLIPs,
     built offline (its vocabulary is written to a temporary folder and read back)."""
-    from transformers import CLIPTokenizer
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+    from ..extras import require
 
+    CLIPTokenizer = require("transformers", feature="the tiny CLIP model (clip-tiny)").CLIPTokenizer
+    bytes_to_unicode = require("transformers.models.clip.tokenization_clip", feature="the tiny CLIP model (clip-tiny)").bytes_to_unicode
     chars = list(bytes_to_unicode().values())
     vocab = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
     with tempfile.TemporaryDirectory() as d:
@@ -637,8 +638,10 @@ def byte_clip_tokenizer():
 
 def tiny_clip(image_size: int = 32, context: int = 48, *, hidden: int = 32, layers: int = 2, projection_dim: int = 16, seed: int = 0):
     """A randomly initialised tiny ``transformers.CLIPModel`` and its byte tokeniser: ``(model, tokenizer)``."""
-    from transformers import CLIPConfig, CLIPModel
+    from ..extras import require
 
+    transformers = require("transformers", feature="the tiny CLIP model (clip-tiny)")
+    CLIPConfig, CLIPModel = transformers.CLIPConfig, transformers.CLIPModel
     tok = byte_clip_tokenizer()
     common = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers, num_attention_heads=2)
     config = CLIPConfig(

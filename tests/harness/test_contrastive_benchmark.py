@@ -4,9 +4,11 @@ changes zero-shot predictions while the prompts stay identical)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from mmfusion_attacks import run_attack
@@ -57,31 +59,99 @@ def test_every_image_attack_changes_zero_shot_predictions_with_the_prompts_ident
     assert bool((res.adv_pred != labels).any()), (name, res.adv_pred, labels)
 
 
-def test_contrastive_benchmark_end_to_end_on_a_tiny_model(monkeypatch, tmp_path, capsys):
+TINY = ["--examples", "6", "--slow-examples", "2", "--steps", "2", "--queries", "10", "--square-queries", "5", "--hsj-iter", "1",
+        "--deepfool-iter", "3", "--no-jsma", "--eps-255", "16", "--quiet"]
+
+
+@pytest.fixture
+def tiny_clip_like(monkeypatch):
+    """``clip-like`` built as the tiny dual encoder (its ``seed`` option picks the weights: the surrogate differs)."""
     import mmfusion_attacks.models as models
-    from mmfusion_attacks.cli import main as cli_main
 
     real = models.create_model
     monkeypatch.setattr(models, "create_model", lambda name, **kw: tiny_zero_shot(seed=kw.get("seed", 0)) if name == "clip-like" else real(name, **kw))
-    out = tmp_path / "c"
-    cli_main(["contrastive", "--examples", "6", "--slow-examples", "2", "--steps", "2", "--queries", "10", "--square-queries", "5",
-              "--hsj-iter", "1", "--deepfool-iter", "3", "--no-jsma", "--eps-255", "16", "--out", str(out)])
-    text = capsys.readouterr().out
-    rows = json.loads((out / "contrastive.json").read_text())["rows"]
-    attacks = {(r["attack"], r["attacked"], r["box"].split()[0]) for r in rows}
-    assert {("PGD", "image", "white"), ("SQUARE", "image", "black"), ("HOPSKIPJUMP", "image", "black"), ("PGD", "image", "grey"),
-            ("DEEPWORDBUG", "prompts", "black"), ("PGD + DEEPWORDBUG (worst case)", "image+prompts", "white")} <= attacks
-    worst = {r["attacked"]: r["robust_accuracy"] for r in rows if r["attack"].endswith("(worst case)")}
-    assert worst["image+prompts"] <= min(worst["image"], worst["prompts"])
-    assert "zero-shot over" in text and (out / "contrastive.png").is_file()
 
 
-def test_contrastive_benchmark_refuses_bad_options_before_any_work(monkeypatch, capsys):
-    from mmfusion_attacks.harness import contrastive
+def test_spec_round_trips_with_every_row(tiny_clip_like):
+    from mmfusion_attacks.harness.contrastive import build_parser, build_spec
+    from mmfusion_attacks.harness.spec import parse_spec, spec_to_yaml
 
-    monkeypatch.setattr(contrastive, "run", lambda args: pytest.fail("the benchmark started working"))
+    spec = build_spec(build_parser().parse_args(TINY), source="synthetic")
+    assert parse_spec(yaml.safe_load(spec_to_yaml(spec))) == spec and spec.table == "contrastive"
+    main_rows, slow, grey = spec.experiments
+    assert [c["name"] for c in main_rows.combos] == ["FGSM on image", "PGD on image", "SQUARE on image", "DEEPWORDBUG on prompts"]
+    assert [c["name"] for c in slow.combos] == ["DEEPFOOL on image", "HOPSKIPJUMP on image"] and slow.limit == 2
+    assert grey.transfer["metric"] == "accuracy" and grey.transfer["sources"]["surrogate PGD"]["options"] == {"classes": "all", "seed": 1}
+    assert main_rows.model["options"] == {"classes": "all", "seed": 0} and main_rows.data["source"] == "synthetic"
+
+
+def test_preset_and_run_on_its_printed_spec_print_the_same_table(tiny_clip_like, tmp_path, capsys):
+    from mmfusion_attacks.cli import main as cli_main
+    from mmfusion_attacks.harness.contrastive import main
+    from mmfusion_attacks.harness.tables import format_preset_table
+
+    summary = main([*TINY, "--out", str(tmp_path / "a")])
+    printed = capsys.readouterr().out
+    table = format_preset_table(summary)
+    assert table in printed and "zero-shot over ten Fashion-MNIST classes" in table and "note: SYNTHETIC" in table
+    lines = table.splitlines()
+    for attack, attacked, box in (("PGD", "image", "white"), ("SQUARE", "image", "black"), ("HOPSKIPJUMP", "image", "black"),
+                                  ("PGD", "image", "grey"), ("DEEPWORDBUG", "prompts", "black"),
+                                  ("PGD + DEEPWORDBUG (worst case)", "image+prompts", "white")):
+        assert any(line.startswith(f"{attack:32s} {attacked:14s} {box}") for line in lines), (attack, attacked, box)
+    assert any(line.startswith("DEEPFOOL") and line.split()[3] == "2" for line in lines)  # the slow rows: first 2 examples
+    worst = {r["cell"]: r["accuracy"] for r in summary["experiments"][0]["raw_rows"] if r["cell"].startswith("worst case")}
+    assert worst["worst case: image+prompts"] <= min(worst["worst case: image"], worst["worst case: prompts"])
+
+    assert main([*TINY, "--out", str(tmp_path / "a"), "--print-spec"]) is None
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(capsys.readouterr().out)
+    assert cli_main(["run", str(spec_file), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    again = capsys.readouterr().out
+    a = json.loads((tmp_path / "a" / "summary.json").read_text())
+    b = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert format_preset_table(a) == format_preset_table(b) == table
+    assert table in again
+    assert [e["confusion"] for e in a["experiments"]] == [e["confusion"] for e in b["experiments"]]
+
+
+def test_contrastive_benchmark_refuses_bad_options_before_any_work(monkeypatch, tmp_path, capsys):
+    from mmfusion_attacks.harness import contrastive, engine
+
+    monkeypatch.setattr(engine, "run_spec", lambda *a, **k: pytest.fail("the benchmark started working"))
+    monkeypatch.setattr(contrastive, "build_spec", lambda *a, **k: pytest.fail("the benchmark started working"))
+    f = tmp_path / "file"
+    f.write_text("")
     for argv, match in ((["--examples", "0"], "--examples"), (["--examples", "4", "--slow-examples", "8"], "--slow-examples"),
-                        (["--eps-255", "-1"], "--eps-255")):
+                        (["--eps-255", "-1"], "--eps-255"), (["--device", "nonsense"], "--device"), (["--out", str(f)], "--out")):
         with pytest.raises(SystemExit) as info:
             contrastive.main(argv)
         assert info.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_zero_shot_data_serve_the_prompt_sets_a_zero_shot_model_reads():
+    from mmfusion_attacks.data import create_dataset
+
+    data = create_dataset("fashion-mnist-zero-shot", split="test", size=4, source="synthetic")
+    inputs, labels = data.tensors([1, 2])
+    fusion = tiny_zero_shot()
+    assert inputs["prompts"] == fusion.model.batch(inputs["image"])["prompts"] and labels.tolist() == [1, 2]
+    assert data.synthetic and "SYNTHETIC" in data.description
+    assert data[3]["prompts"] == fusion.model.prompt_text and data[3]["label"] == 3
+    from mmfusion_attacks.data.fashion_mnist import SyntheticDataWarning, debian_available
+
+    if not debian_available():  # the default falls back to the stand-in, saying so
+        with pytest.warns(SyntheticDataWarning, match="SYNTHETIC"):
+            assert create_dataset("fashion-mnist-zero-shot", split="test", size=2).synthetic
+
+
+def test_clip_tiny_without_transformers_names_the_text_extra(monkeypatch):
+    from mmfusion_attacks.extras import MissingExtraError
+    from mmfusion_attacks.models import create_model
+
+    for name in [m for m in sys.modules if m == "transformers" or m.startswith("transformers.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` fails, as in a base install
+    with pytest.raises(MissingExtraError, match=r"clip-tiny.*pip install 'mmfusion-attacks\[text\]'") as info:
+        create_model("clip-tiny")
+    assert info.value.extra == "text"
