@@ -124,7 +124,9 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         lines.append(f"\n{family} (clean accuracy, then {what} per attacked subset; * = a subset "
                      "broke rows the subset's own run missed; ~ = the model reads only part of the subset; = : none of it)")
         models = [m for m, _ in members]
-        cells = list(dict.fromkeys(r["cell"] for _, e in members for r in e["rows"]))
+        rows = [r for _, e in members for r in e["rows"]]
+        # the worst cases over subsets first, then the joint (alternating) attacks, as the preset always showed them
+        cells = list(dict.fromkeys([r["cell"] for r in rows if r.get("kind") == "worst-case"] + [r["cell"] for r in rows]))
         width = max(len(c) for c in cells) + 2
         lines.append(" " * width + " | ".join(f"{m:>17s}" for m in models))
         lines.append(f"{'clean':{width}s}" + " | ".join(f"{e['clean']['accuracy']:17.3f}" for _, e in members))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -219,47 +217,7 @@ def test_grid_worst_case_on_a_model_that_lacks_a_modality():
     assert "reads only image" in rows["w: image+text"]["flags"]
 
 
-def test_joint_benchmark_end_to_end_on_tiny_models(monkeypatch, tmp_path, capsys):
-    """The preset's plumbing (worst-case and alternating cells, table, CSV / JSON, plot) on tiny random models."""
-    from mmfusion_attacks.cli import main as cli_main
-    from mmfusion_attacks.models import create_model, vl_training
-
-    tiny = {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}}
-
-    def tiny_default(arch, **kwargs):
-        torch.manual_seed(0)
-        extra = {} if arch == "vl-vision" else {"encoder": "tiny-random"}
-        return create_model(arch, **({} if arch == "vl-language" else tiny), **extra).eval()
-
-    monkeypatch.setattr(vl_training, "vl_synthetic_default", tiny_default)
-    import mmfusion_attacks.zoo as zoo
-
-    monkeypatch.setattr(zoo, "synthetic_default", lambda arch, **kw: create_model("tiny-rgbt-segmenter", num_classes=9).eval())
-    out = tmp_path / "joint"
-    cli_main(["joint", "--vl-examples", "2", "--queries", "5", "--image-size", "32", "--rgbt-examples", "6", "--rgbt-train", "16",
-              "--rgbt-epochs", "1", "--steps", "1", "--rounds", "1", "--tri-examples", "8", "--tri-train", "16", "--seg-examples", "2", "--quiet", "--out", str(out)])
-    text = capsys.readouterr().out
-    assert "worst case: frontal+lateral+text" in text and "rgb+thermal" in text
-    assert (out / "joint.csv").is_file() and (out / "joint.png").is_file() and (out / "results.json").is_file()
-    rows = json.loads((out / "joint.json").read_text())["rows"]
-    assert {r["model"] for r in rows} == {"vision", "language", "early fusion", "late fusion", "tiny RGB-T classifier", "late-fusion classifier",
-                                          "MFNet (segmentation)"}
-    seg = {r["cell"]: r for r in rows if r["family"] == "rgb+thermal segmentation"}
-    assert seg["worst case: rgb+ir"]["robust_accuracy"] <= min(seg["worst case: rgb"]["robust_accuracy"], seg["worst case: ir"]["robust_accuracy"])
-    assert len([r for r in rows if r["family"] == "image+text+audio"]) == 7
-    vision = {r["cell"]: r for r in rows if r["model"] == "vision"}
-    assert vision["worst case: text"]["applies"] is False
-    assert vision["worst case: frontal+lateral+text"]["robust_accuracy"] == vision["worst case: frontal+lateral"]["robust_accuracy"]
-
-
-def test_joint_benchmark_refuses_bad_options_before_any_work(monkeypatch, capsys):
-    from mmfusion_attacks.harness import joint as joint_harness
-
-    monkeypatch.setattr(joint_harness, "run", lambda args: pytest.fail("the benchmark started working"))
-    for argv, match in ((["--vl-examples", "0"], "--vl-examples"), (["--vl-eps", "2"], "--vl-eps"), (["--device", "cuda:7"], "--device")):
-        with pytest.raises(SystemExit) as info:
-            joint_harness.main(argv)
-        assert info.value.code == 2 and match in capsys.readouterr().err
+# the joint-attacks preset (a spec run by the harness): tests/harness/test_joint_benchmark.py
 
 
 def test_gradient_joint_over_an_image_and_a_waveform():
