@@ -88,11 +88,11 @@ __all__ = [
 
 MODEL_SOURCES = {
     "registry": {"weights": str, "options": dict, "num_classes": int, "seed": int},
-    "synthetic-rgbt": {"train_steps": int, "size": list},
-    "synthetic-vl": {"image_size": int, "train_size": int},
+    "synthetic-rgbt": {"train_steps": int, "size": list, "seed": int},
+    "synthetic-vl": {"image_size": int, "train_size": int, "seed": int},
     "synthetic-rgbt-classifier": {"train_size": int, "epochs": int, "adversarial": list, "eps_255": float, "pgd_steps": int,
                                   "defences": dict, "seed": int},
-    "synthetic-trimodal": {"train_size": int},
+    "synthetic-trimodal": {"train_size": int, "seed": int},
     "callable": {"factory": str, "options": dict},
 }
 #: model wrappers (``wrap:``) and their fields
