@@ -17,6 +17,16 @@ TINY = {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}, "encod
 VIEWS = ("frontal", "lateral")
 
 
+@pytest.fixture
+def one_thread():
+    """The end-to-end runs on one torch thread: their tiny convolutions only lose to thread hand-offs, by
+    minutes on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def data():
     ds = create_dataset("synthetic-xray-reports", split="test", size=6, image_size=32, seed=0)
@@ -32,7 +42,7 @@ def cells():
             ComboCell("SYN", (syn,)), ComboCell("DWB", (dwb,))]
 
 
-def test_classification_grid_with_text_cells(data):
+def test_classification_grid_with_text_cells(data, one_thread):
     torch.manual_seed(0)
     fusion = create_model("vl-early-fusion", **TINY)
     batch, labels = data
@@ -53,7 +63,7 @@ def test_classification_grid_with_text_cells(data):
     assert grid.counts[spec.combos[0]].clean_correct == int((fusion.predict(batch) == labels[:6]).sum())
 
 
-def test_models_without_the_perturbed_modality_are_scored_unchanged(data):
+def test_models_without_the_perturbed_modality_are_scored_unchanged(data, one_thread):
     torch.manual_seed(0)
     vision = create_model("vl-vision", backbone_kwargs=TINY["backbone_kwargs"])
     batch, labels = data
@@ -90,13 +100,13 @@ def test_table_marks_models_that_do_not_read_the_modality():
 
 TINY_MODELS = {"vl-vision": {"backbone_kwargs": TINY["backbone_kwargs"]}, "vl-language": {"encoder": "tiny-random", "max_text_tokens": 64},
                "vl-early-fusion": TINY, "vl-late-fusion": TINY}
-#: the study on tiny options (seconds): 4 test examples in shards of 2, one eps, one recipe on 2 examples
-TINY_ARGV = ["--test-size", "4", "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2", "--deletion", "0.5",
-             "--recipes", "deepwordbug", "--query-budget", "20", "--recipe-examples", "2", "--batch-size", "2", "--quiet"]
+#: the study on tiny options (seconds): 3 test examples, one eps, one recipe on 2 examples with 10 queries each
+TINY_ARGV = ["--test-size", "3", "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2", "--deletion", "0.5",
+             "--recipes", "deepwordbug", "--query-budget", "10", "--recipe-examples", "2", "--batch-size", "3", "--quiet"]
 
 
 @pytest.fixture
-def tiny_defaults(monkeypatch):
+def tiny_defaults(monkeypatch, one_thread):
     """Tiny random networks (seeded by the model source) in place of the trained embedded defaults."""
     from mmfusion_attacks.models import vl_training
 
@@ -162,7 +172,7 @@ def test_vl_preset_table_is_reproduced_by_run_on_its_spec(capsys, tmp_path, tiny
     names = [e["name"] for e in a["experiments"]]
     assert names == [n for arch in vl.MODELS.values() for n in (arch, arch + "-recipes")]
     early = {r["cell"]: r for r in a["experiments"][4]["rows"]}
-    assert early["FGSM 0.05"]["rows"] == 4 and early["FGSM 0.05"]["frontal_linf_mean"] == pytest.approx(0.05, abs=1e-6)
+    assert early["FGSM 0.05"]["rows"] == 3 and early["FGSM 0.05"]["frontal_linf_mean"] == pytest.approx(0.05, abs=1e-6)
     assert {r["cell"]: r for r in a["experiments"][5]["rows"]}["deepwordbug"]["rows"] == 2
 
 
@@ -228,7 +238,7 @@ def test_grid_augmentations_are_computed_once_per_text_and_equal_the_augmenter(d
     assert again.details(batch["text"]) == plain and not calls  # remembered across models
 
 
-def test_vl_benchmark_on_an_iu_xray_folder(capsys, monkeypatch, tmp_path):
+def test_vl_benchmark_on_an_iu_xray_folder(capsys, monkeypatch, tmp_path, one_thread):
     """--data DIR: the four models are trained on the folder's train split (once: cached) and evaluated on
     its test split; `mmfusion-attacks run` on the printed spec gives the same table."""
     from data.iu_fixture import write_iu_fixture
@@ -237,11 +247,12 @@ def test_vl_benchmark_on_an_iu_xray_folder(capsys, monkeypatch, tmp_path):
     from mmfusion_attacks.harness.tables import format_preset_table
     from mmfusion_attacks.models import vl_training
 
-    write_iu_fixture(tmp_path / "iu", n=60, seed=1)
+    write_iu_fixture(tmp_path / "iu", n=24, seed=1, image_size=(16, 16))
     monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", TINY_MODELS)
     monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-3, 1, 16) for a in TINY_MODELS})
-    argv = ["--data", str(tmp_path / "iu"), "--image-size", "32", "--fgsm-eps", "0.05", "--synonym", "0.2", "--recipes", "--quiet"]
+    argv = ["--data", str(tmp_path / "iu"), "--image-size", "16", "--test-size", "3", "--fgsm-eps", "0.05", "--synonym", "0.2", "--recipes",
+            "--quiet"]
     summary, a, b, preset_out, run_out, _ = _reproduced(capsys, tmp_path, argv)
     table = format_preset_table(a)
     assert table == format_preset_table(b) and table in preset_out and table in run_out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -20,10 +21,12 @@ FAST = ["--skip-speed", "--quiet"]
 def no_work(monkeypatch):
     """Any data generation or model loading fails the test: options must be refused before."""
 
-    def ran(args):
+    def ran(*args, **kwargs):
         raise AssertionError("the benchmark started working although an option is bad")
 
-    monkeypatch.setattr(vl, "run", ran)
+    monkeypatch.setattr(vl, "run_spec", ran)
+    monkeypatch.setattr(vl, "measure_speed", ran)
+    monkeypatch.setattr(vl, "iu_trained_model", ran)
 
 
 def refused(capsys, argv):
@@ -61,12 +64,16 @@ def refused(capsys, argv):
         (["--data", "/nonexistent/iu"], r"argument --data: no folder at /nonexistent/iu"),
         (["--hash-images"], r"argument --hash-images: only with --data"),
         (["--device", "gpu0"], r"argument --device: 'gpu0' is not a device name"),
+        (["--speed"], r"argument --skip-speed: not with --speed"),
+        (["--print-spec", "--batch-size", "0"], r"argument --batch-size: must be an int >= 1, got 0"),
+        (["--print-spec", "--recipes", "nosuch"], r"argument --recipes: unknown text attack 'nosuch'"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(capsys, no_work, argv, message):
     import re
 
     assert re.search(message, refused(capsys, argv))
+    assert capsys.readouterr().out == ""  # nothing printed (no spec either)
 
 
 def test_several_problems_are_reported_together(capsys, no_work, tmp_path):
@@ -99,6 +106,8 @@ def test_good_options_pass(no_work):
     assert vl.option_problems(args) == []
     with pytest.raises(AssertionError, match="started working"):
         vl.main(["--recipes", "--synonym", "0.3", "--skip-speed"])
+    with pytest.raises(AssertionError, match="started working"):
+        vl.main(["--recipes", "--speed"])
 
 
 # -- models trained on a folder are keyed by its content ------------------------------------------
@@ -114,39 +123,50 @@ def _flip_labels(root):
         writer.writerows(dict(r, Problems="Cardiomegaly" if r["Problems"].strip().lower() == "normal" else "normal") for r in rows)
 
 
-def test_models_trained_on_a_folder_are_keyed_by_its_content(monkeypatch, tmp_path):
+TINY = {"vl-vision": {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}},
+        "vl-language": {"encoder": "tiny-random", "max_text_tokens": 64}}
+
+
+@pytest.fixture
+def tiny_training(monkeypatch, tmp_path):
+    """Tiny networks trained for one epoch, cached under ``tmp_path / "cache"``."""
+    from mmfusion_attacks.models import vl_training
+
+    monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", TINY)
+    monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-2, 1, 16) for a in TINY})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "cache"
+    torch.set_num_threads(before)
+
+
+def test_models_trained_on_a_folder_are_keyed_by_its_content(tiny_training, tmp_path):
     from data.iu_fixture import write_iu_fixture
 
     from mmfusion_attacks.data import create_dataset
-    from mmfusion_attacks.models import vl_training
 
-    tiny = {"vl-vision": {"backbone_kwargs": {"channels": (8, 8, 16, 16), "stem_width": 8}},
-            "vl-language": {"encoder": "tiny-random", "max_text_tokens": 64}}
-    monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(vl, "MODELS", {"vision": "vl-vision", "language": "vl-language"})
-    monkeypatch.setattr(vl_training, "SYNTHETIC_CONFIGS", tiny)
-    monkeypatch.setattr(vl_training, "SYNTHETIC_RECIPES", {a: vl_training.Recipe("adam", 1e-2, 1, 16) for a in tiny})
     fx = write_iu_fixture(tmp_path / "iu", n=24, seed=1, image_size=(16, 16))
 
     def models(root):
-        args = vl.build_parser().parse_args(["--data", str(root), "--image-size", "16", "--quiet"])
-        train = create_dataset("iu-xray", root=root, split="train", image_size=16)
-        out = vl._models(args, train)
-        return {k: {n: t.clone() for n, t in m.model.state_dict().items()} for k, m in out.items()}, args.train_fingerprint
+        """The IU models the spec's ``callable`` source builds, and the training data's fingerprint."""
+        out = {arch: vl.iu_trained_model(arch, str(root), image_size=16) for arch in TINY}
+        key = create_dataset("iu-xray", root=root, split="train", image_size=16).fingerprint()
+        return {k: {n: t.clone() for n, t in m.model.state_dict().items()} for k, m in out.items()}, key
 
     def cached():
-        return sorted(p.name for p in (tmp_path / "cache").glob("vl-*-iu-xray-*.pt"))
+        return sorted(p.name for p in tiny_training.glob("vl-*-iu-xray-*.pt"))
 
     first, key = models(fx.root)
     assert len(cached()) == 2
     again, same = models(shutil.copytree(fx.root, tmp_path / "copy"))  # a copy, times kept: the same data
     assert same == key and len(cached()) == 2
-    assert all(torch.equal(first["vision"][n], t) for n, t in again["vision"].items())
+    assert all(torch.equal(first["vl-vision"][n], t) for n, t in again["vl-vision"].items())
 
     _flip_labels(fx.root)  # every label flipped: the old models must not be reused
     flipped, new_key = models(fx.root)
     assert new_key != key and len(cached()) == 4
-    assert not all(torch.equal(first["vision"][n], t) for n, t in flipped["vision"].items() if t.is_floating_point())
+    assert not all(torch.equal(first["vl-vision"][n], t) for n, t in flipped["vl-vision"].items() if t.is_floating_point())
 
     import numpy as np
     from PIL import Image
@@ -157,6 +177,26 @@ def test_models_trained_on_a_folder_are_keyed_by_its_content(monkeypatch, tmp_pa
     image = fx.images_dir / fx.files[uid]["frontal"]
     Image.fromarray(255 - np.array(Image.open(image))).save(image)  # one training image rewritten
     assert models(fx.root)[1] not in (key, new_key) and len(cached()) == 6
+
+
+def test_a_corrupt_cache_of_a_folder_model_is_named_discarded_and_retrained(tiny_training, tmp_path):
+    from data.iu_fixture import write_iu_fixture
+
+    from mmfusion_attacks.cache_files import CacheFileWarning
+
+    fx = write_iu_fixture(tmp_path / "iu", n=24, seed=1, image_size=(16, 16))
+    first = vl.iu_trained_model("vl-vision", str(fx.root), image_size=16)
+    (path,) = tiny_training.glob("vl-vision-iu-xray-*.pt")
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # an interrupted copy
+    with pytest.warns(CacheFileWarning, match=rf"discarded the unusable cache .*{path.name}"):
+        again = vl.iu_trained_model("vl-vision", str(fx.root), image_size=16)
+    assert path.read_bytes() != good[: len(good) // 2]  # re-trained and cached again
+    # the same seed and data: the same weights as the first training
+    assert all(torch.equal(t, again.model.state_dict()[n]) for n, t in first.model.state_dict().items())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheFileWarning)
+        vl.iu_trained_model("vl-vision", str(fx.root), image_size=16)  # the new cache is read without a word
 
 
 def test_cli_names_the_subcommand(capsys, no_work):
