@@ -213,12 +213,18 @@ def summary_table(summary: dict[str, Any]) -> str:
         if not entry.get("limit"):
             n = sum(sum(r) for r in exp["confusion"]["clean"])  # one label per example
             clean[label] = accuracy
-            data, n_test = data or exp["description"]["data"], n_test or n
+            data, n_test = data or _data_text(entry.get("data") or {}, exp["description"]["data"], n), n_test or n
             rows.append({"model": label, "cell": "no attack", "accuracy": accuracy, "applies": True, "rows": n})
             rows += [{"model": label, **r} for r in exp["rows"]]
         else:
             rows += [{"model": label, **r, "clean_accuracy_on_rows": accuracy} for r in exp["rows"]]
     return format_table({"meta": {"data": data, "test_size": n_test}, "clean": clean, "rows": rows})
+
+
+def _data_text(data: dict[str, Any], description: str, n: int) -> str:
+    if data.get("name") == "iu-xray" and data.get("root"):
+        return f"Indiana University chest X-rays + reports from {data['root']} ({data.get('split', 'all')} split, {n} examples)"
+    return description
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -257,6 +257,8 @@ def test_vl_benchmark_on_an_iu_xray_folder(capsys, monkeypatch, tmp_path, one_th
     table = format_preset_table(a)
     assert table == format_preset_table(b) and table in preset_out and table in run_out
     assert [e["confusion"] for e in a["experiments"]] == [e["confusion"] for e in b["experiments"]]
-    assert "'iu-xray' test split" in table and "SYNTHETIC" not in table and "*" not in table
+    n = sum(map(sum, a["experiments"][0]["confusion"]["clean"]))
+    assert 1 <= n <= 3 and f"Indiana University chest X-rays + reports from {(tmp_path / 'iu').resolve()} (test split, {n} examples)" in table
+    assert "SYNTHETIC" not in table and "*" not in table
     assert [e["name"] for e in summary["experiments"]] == list(vl.MODELS.values())  # no recipes: no recipe experiments
     assert len(list((tmp_path / "cache").glob("vl-*-iu-xray-*.pt"))) == 4  # trained once, cached
