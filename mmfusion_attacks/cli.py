@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["defences"]:
         from .harness.defences import main as defences_main
 
-        defences_main(argv[1:])
+        defences_main(argv[1:], prog="mmfusion-attacks defences")
         return 0
     args = parser.parse_args(argv)
 

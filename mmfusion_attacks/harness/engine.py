@@ -41,7 +41,7 @@ from .grid import (
     transfer_confusions,
     worst_case_cells,
 )
-from .sources import build_data, build_model, data_fingerprint, model_fingerprint
+from .sources import apply_wrappers, build_data, build_model, data_fingerprint, model_fingerprint
 from .spec import ExperimentSpec, RunSpec, spec_to_dict, spec_to_yaml
 from .store import ResultsStore, atomic_write_text, digest, restore_floats
 
@@ -281,6 +281,22 @@ class _Qualitative:
         os.replace(tmp, path)
 
 
+class _Models:
+    """The run's models, each unwrapped model entry built (trained, loaded) once and shared by every
+    experiment and every wrapped variant of it (wrappers share the network's weights)."""
+
+    def __init__(self, spec: RunSpec, device: str, progress: bool) -> None:
+        self.spec, self.device, self.progress, self.built = spec, device, progress, {}
+
+    def __call__(self, entry: dict[str, Any]) -> Any:
+        plain = {k: v for k, v in entry.items() if k != "wrap"}
+        key = digest(plain)
+        if key not in self.built:
+            self.built[key] = build_model(plain, seed=self.spec.seed, device=self.device, progress=self.progress)
+        fusion = apply_wrappers(self.built[key], entry.get("wrap") or ())
+        return fusion.use_amp() if self.spec.amp else fusion
+
+
 def _seed_for(units_by_cell: dict[Any, Unit], base: int):
     def seed(cell: Any, batch: int) -> int:
         return int(digest({"unit": units_by_cell[cell].key, "batch": batch, "seed": base}, 15), 16)
@@ -289,7 +305,7 @@ def _seed_for(units_by_cell: dict[Any, Unit], base: int):
 
 
 def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out: Path, *, rank: int, world: int, device: str,
-                    progress: bool) -> dict[str, Any]:
+                    progress: bool, models: _Models | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     start = time.time()
@@ -300,9 +316,7 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
         from ..errors import InputError
 
         raise InputError(f"experiment {exp.name}: the data has no examples")
-    fusion = build_model(exp.model, seed=spec.seed, device=device, progress=progress and rank == 0)
-    if spec.amp:
-        fusion = fusion.use_amp()
+    fusion = (models or _Models(spec, device, progress and rank == 0))(exp.model)
     data_mods = data.modalities()
     missing = [m for m in fusion.modalities if m not in data_mods]
     if missing:
@@ -397,7 +411,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, *, rank: int, world: int, device: str,
-                             progress: bool) -> dict[str, Any]:
+                             progress: bool, models: _Models | None = None) -> dict[str, Any]:
     """A transfer experiment: per shard, each target's confusion matrix on clean inputs and on the
     adversarials crafted on each source, one record per shard (seeded per shard: resumable, shardable)."""
     from tqdm.auto import tqdm
@@ -411,14 +425,14 @@ def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsS
         from ..errors import InputError
 
         raise InputError(f"experiment {exp.name}: the data has no examples")
-    built: dict[str, Any] = {}
+    models = models or _Models(spec, device, progress and rank == 0)
+    made_models: dict[str, Any] = {}
 
     def model(entry: dict[str, Any]) -> Any:
-        k = digest(entry)
-        if k not in built:
-            fusion = build_model(entry, seed=spec.seed, device=device, progress=progress and rank == 0)
-            built[k] = fusion.use_amp() if spec.amp else fusion
-        return built[k]
+        k = digest(entry)  # one object per entry: a target that is also a source is the same model
+        if k not in made_models:
+            made_models[k] = models(entry)
+        return made_models[k]
 
     sources = {label: model(m) for label, m in t["sources"].items()}
     targets = {label: model(m) for label, m in (t.get("targets") or t["sources"]).items()}
@@ -622,11 +636,12 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
         atomic_write_text(out / "spec.yaml", spec_to_yaml(spec))
     experiments = [e for e in spec.experiments if only is None or e.name in only]
     entries = []
+    models = _Models(spec, device, progress and rank == 0)
     for exp in experiments:
         if exp.kind == "transfer":
-            run = _run_transfer_experiment(exp, spec, store, rank=rank, world=world, device=device, progress=progress)
+            run = _run_transfer_experiment(exp, spec, store, rank=rank, world=world, device=device, progress=progress, models=models)
         else:
-            run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress)
+            run = _run_experiment(exp, spec, store, out, rank=rank, world=world, device=device, progress=progress, models=models)
         if rank == 0:
             # records other ranks computed, kept in rank 0's folder too (ranks on other nodes may write elsewhere)
             for (key, shard), (identity, payload) in (run["made"].items() if world > 1 else ()):
