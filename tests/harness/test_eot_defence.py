@@ -28,8 +28,8 @@ Not asserted, only printed:
 the number of scenes on which EOT wins (14-16 of 16 here, but 11-12 of 16 with the seed-1 model).
 Halving the EOT samples to 4 halves the effect (0.0081), so the cost stays at 8.
 The clear-margin check on the official MFNet and the real frames is in
-tests/harness/test_official_mfnet_study.py (it uses :func:`plain_vs_eot`, the benchmark's own
-``run_transfer`` path).
+tests/harness/test_official_mfnet_study.py (through the benchmark itself: its spec's defence transfer
+experiment, run by the harness).
 """
 
 import pytest
