@@ -371,8 +371,52 @@ def measure_worst_case(args: argparse.Namespace, device: torch.device) -> list[R
     return [Ratio("P5 worst case over {rgb, ir} / its 3 subset attacks run separately", ratios(times, "worst", "separate"), 1.0)]
 
 
+# ----------------------------------------------------------------------------------------------- GPU: the MFNet study grid
+
+
+def measure_mf_grid(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """The MFNet study's grid (FGSM and PGD-10 at 10/20/40 on RGB, IR, RGB+IR: 18 cells) over the MF test
+    set (``--mf-root``, ``--mf-weights``), its wall time and its ratio to the forward + backward passes
+    it needs (1 per FGSM cell, 10 per PGD cell, per batch) timed bare on the same device."""
+    from torch.utils.data import DataLoader
+
+    from mmfusion_attacks.data import create_dataset
+    from mmfusion_attacks.harness.grid import GridSpec, run_grid
+    from mmfusion_attacks.models import create_model
+
+    if not args.mf_root or not args.mf_weights:
+        print("GPU grid: skipped (give --mf-root MF/ --mf-weights final.pth; the MF dataset and the official MFNet checkpoint)")
+        return []
+    fusion = create_model("mfnet", num_classes=9, weights=args.mf_weights).to(device).eval()
+    if args.amp:
+        fusion = fusion.use_amp()
+    data = create_dataset("mf", root=args.mf_root, split="test")
+    loader = DataLoader(data, batch_size=args.mf_batch, shuffle=False, num_workers=2, pin_memory=device.type == "cuda")
+    batches = [({"rgb": it["rgb"].to(device, non_blocking=True), "ir": it["ir"].to(device, non_blocking=True)}, it["labels"].to(device))
+               for it in loader]
+    spec = GridSpec(attacks=("fgsm", "pgd"), eps_255=(10, 20, 40), subsets=(("rgb",), ("ir",), ("rgb", "ir")), steps=10)
+    passes = sum(1 if c.attack == "fgsm" else 10 for c in spec.cells())
+    inputs, labels = batches[0]
+
+    def bare():
+        x = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+        loss = torch.nn.functional.cross_entropy(fusion(x), labels)
+        torch.autograd.grad(loss, list(x.values()))
+
+    fb = interleaved({"bare": bare}, 5, device)["bare"]
+    _sync(device)
+    t = time.perf_counter()
+    run_grid(fusion, batches, spec, progress=False)
+    _sync(device)
+    wall = time.perf_counter() - t
+    ideal = statistics.median(fb) * passes * len(batches)
+    print(f"GPU grid: {len(data)} MF test frames, {len(spec.cells())} cells, batch {args.mf_batch}: {wall:.1f} s wall "
+          f"(target < 60 s on one H100-class GPU), {ideal:.1f} s of bare forward + backward")
+    return [Ratio("GPU MFNet study grid / its bare forward + backward passes", [wall / ideal], None, note=f"{wall:.1f} s wall")]
+
+
 MEASUREMENTS = {"P1": measure_adapters, "P3": measure_text, "P4": measure_harness, "P5": measure_scaling, "P5-procs": measure_processes,
-                "P5-subsets": measure_worst_case}
+                "P5-subsets": measure_worst_case, "GPU": measure_mf_grid}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", choices=sorted(MEASUREMENTS), default=None, help="P1 also measures P2")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--json", default=None, help="write the ratios here")
+    p.add_argument("--mf-root", default=None, help="the MF dataset (the GPU grid measurement runs when given)")
+    p.add_argument("--mf-weights", default=None, help="the official MFNet checkpoint (final.pth)")
+    p.add_argument("--mf-batch", type=int, default=16)
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the GPU grid")
     return p
 
 
