@@ -29,6 +29,7 @@ __all__ = [
     "build_result",
     "clean_forward",
     "clean_pass",
+    "scored_clean_pass",
     "success_of",
     "working_copy",
 ]
@@ -203,6 +204,12 @@ def clean_pass(
         raise ValueError("clean_logits were computed on another batch than `inputs`")
     else:
         logits = clean_logits.logits
+    return scored_clean_pass(fusion, work, logits, labels)
+
+
+def scored_clean_pass(fusion: Any, work: dict[str, Any], logits: torch.Tensor, labels: Any = None) -> CleanPass:
+    """The :class:`CleanPass` of a working copy whose clean logits are known (checked finite; ``labels``
+    checked against them and turned into class ids; ``None``: the clean predictions)."""
     logits = logits.detach().to(fusion.device)
     if not bool(torch.isfinite(logits).all()):
         bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()

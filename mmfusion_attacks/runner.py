@@ -8,6 +8,7 @@ or must run one sample at a time ("sample"). See ``docs/attacks.md`` for the mod
 from __future__ import annotations
 
 import importlib
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from .result import (
     build_result,
     clean_forward,
     clean_pass,
+    scored_clean_pass,
     success_of,
     working_copy,
 )
@@ -172,6 +174,15 @@ _as_class_ids = as_class_ids
 _success = success_of
 
 
+#: per model: the per-example logit shape seen for each set of per-example input shapes (lets a later run
+#: check its labels before the clean forward, which the attack's own first query can then supply)
+_LOGIT_SHAPES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _shapes_key(inputs: Mapping[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v.shape[1:]) if isinstance(v, torch.Tensor) else None) for k, v in inputs.items()))
+
+
 def _check_budget(budget: Budget | None, name: str) -> None:
     if budget is None:
         return
@@ -308,8 +319,23 @@ def run_attack(
     flags: list[str] = []
 
     with frozen_model_state(surface):  # the surface too: toolkits read its .training flag
-        clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
-        work, logits, used = clean.work, clean.logits, clean.labels
+        # With labels given for an untargeted attack, the clean forward can come from the attack's first
+        # query when that is the clean batch (PGD without random start, FGSM, BIM...): the labels are then
+        # checked against the logit shape an earlier run on inputs of these shapes saw, and the logits are
+        # taken from that query (else computed after the attack).
+        key = _shapes_key(inputs)
+        shape = None
+        if clean_logits is None and labels is not None and targets is None and mode != "universal" and not driver.targeted(attack):
+            shape = _LOGIT_SHAPES.get(fusion, {}).get(key)
+        captures: list[torch.Tensor | None] | None = None
+        if shape is None:
+            clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
+            work, logits, used = clean.work, clean.logits, clean.labels
+            _LOGIT_SHAPES.setdefault(fusion, {})[key] = tuple(logits.shape[1:])
+        else:
+            work = working_copy(inputs, device, fusion.compute_dtype)
+            used = _as_class_ids(labels, fusion, torch.empty((n, *shape), device=device), "labels")
+            captures = []
         if targets is not None:
             targets = _as_class_ids(targets, fusion, logits, "targets")
         targeted = driver.targeted(attack)
@@ -333,16 +359,18 @@ def run_attack(
                 x = surface.bind(work, validate=False, radius_parts=radius, bound_by="run_attack")
                 out = driver.generate_universal(attack, surface, x.clone(), goal)
                 pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
+                if captures is not None:
+                    captures.append(None)
             else:
                 step = 1 if mode == "sample" else max(1, min(n, driver.chunk_size(attack) or n))
                 for start in range(0, n, step):
                     chunk = {k: v[start : start + step] for k, v in work.items()}
                     y = goal[start : start + step]
                     if mode == "sample":
-                        out, x = _generate(driver, attack, surface, chunk, y, "broadcast", None)
+                        out, x = _generate(driver, attack, surface, chunk, y, "broadcast", None, captures)
                     else:
                         try:
-                            out, x = _generate(driver, attack, surface, chunk, y, "content" if mode == "content" else "position", radius)
+                            out, x = _generate(driver, attack, surface, chunk, y, "content" if mode == "content" else "position", radius, captures)
                         except RowAlignmentError:
                             if mode == "batch" and batching == "batch":
                                 raise
@@ -350,11 +378,22 @@ def run_attack(
                             # whose content contradicts its row order (a scaled copy next to a dark
                             # example): redo this chunk one example at a time
                             flags.append(f"fallback: rows {start}..{start + len(y) - 1} ran one example at a time")
+                            if captures is not None:
+                                captures.append(None)  # this chunk's clean logits: computed after the attack
                             parts = [_generate(driver, attack, surface, {k: v[i : i + 1] for k, v in chunk.items()}, y[i : i + 1], "broadcast", None) for i in range(len(y))]
                             out, x = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
                     pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
         finally:
             surface.unbind()
+            surface.captured_logits()  # disarm
+        if captures is not None:
+            if captures and all(c is not None for c in captures) and sum(len(c) for c in captures) == n:
+                logits = torch.cat(captures)  # type: ignore[arg-type]
+            else:
+                with frozen_model_state(fusion), torch.no_grad():
+                    logits = fusion(work)
+            clean = scored_clean_pass(fusion, work, logits, used)
+            logits = clean.logits
         x_adv = torch.cat(pieces)
         attacked = surface.unpack(x_adv)
         with torch.no_grad():
@@ -395,9 +434,13 @@ def run_attack(
     )
 
 
-def _generate(driver, attack, surface, chunk, y, pairing, radius):
+def _generate(driver, attack, surface, chunk, y, pairing, radius, captures=None):
     x = surface.bind(chunk, validate=False, pairing=pairing, radius_parts=radius, bound_by="run_attack")
+    if captures is not None:
+        surface.capture_first_query(x)
     out = driver.generate(attack, x.clone(), y)
+    if captures is not None:
+        captures.append(surface.captured_logits())
     return out, x
 
 

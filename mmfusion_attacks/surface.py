@@ -226,6 +226,8 @@ class AttackSurface(nn.Module):
         self._bound_by = "user"
         self.packing: Packing | None = None
         self.unused_input = False  # set when a query's output did not depend on the attacked tensor
+        self._capture_x: torch.Tensor | None = None
+        self._captured: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ units
     @property
@@ -537,9 +539,27 @@ class AttackSurface(nn.Module):
                 out[name] = [value[i] for i in idx.tolist()]
         return out
 
+    def capture_first_query(self, x: torch.Tensor) -> None:
+        """Keep the logits of the next query if its input is exactly ``x`` and the model is in eval mode:
+        an attack whose first query is the clean batch (PGD without random start, FGSM, BIM...) then pays
+        for the clean forward the runner needs (:meth:`captured_logits`)."""
+        self._capture_x, self._captured = x.detach(), None
+
+    def captured_logits(self) -> torch.Tensor | None:
+        """The logits kept by :meth:`capture_first_query` (None when the first query was not ``x``); disarms."""
+        out, self._capture_x, self._captured = self._captured, None, None
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        want, self._capture_x = self._capture_x, None  # only the first query after arming can be the clean batch
+        clean = (
+            want is not None and x.shape == want.shape and x.dtype == want.dtype and x.device == want.device
+            and not self.training and not self.fusion.training and torch.equal(x.detach(), want)
+        )
         context = self._context_for(x)
         logits = self.fusion({**context, **self.unpack(x)})
+        if clean:
+            self._captured = logits.detach().clone()
         if x.requires_grad and not logits.requires_grad:
             # The attacked modalities do not reach the output (a baseline that ignores them): keep the
             # graph connected so toolkits get the true, zero gradient instead of an autograd error.

@@ -116,5 +116,5 @@ def test_cli_rgbt_delegates_to_the_benchmark(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MMFUSION_CACHE", str(tmp_path / "cache"))
     code = main(["rgbt", "--model", "tiny-rgbt-segmenter", "--limit", "2", "--batch-size", "2", "--steps", "1", "--eps", "10",
                  "--train-steps", "2", "--size", "32", "32", "--analyses", "grid", "--qualitative", "0", "--out", str(tmp_path / "o")])
-    assert code == 0 and (tmp_path / "o" / "grid.json").exists()
+    assert code == 0 and (tmp_path / "o" / "summary.json").exists() and (tmp_path / "o" / "report.html").exists()
     assert "MFNet study's grid" in capsys.readouterr().out

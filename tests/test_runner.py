@@ -285,3 +285,38 @@ def test_given_clean_logits_save_a_forward_and_change_nothing(classifier, cls_la
         run_attack(attack, make_batch(seed=5), clean_logits=logits)  # same shape, other data
     with pytest.raises(TypeError, match="clean_forward"):
         run_attack(attack, batch, clean_logits=logits.logits)
+
+
+@pytest.mark.parametrize("kind", ["classifier", "segmenter"])
+def test_clean_logits_from_the_attacks_first_query_equal_a_separate_clean_forward(kind, classifier, segmenter, cls_labels, seg_labels):
+    """The optimised path (labels given, the attack's first query is the clean batch: its logits are the
+    clean ones) vs the unoptimised one (clean logits computed separately): the same result, one forward
+    fewer; an attack whose first query is not the clean batch (random start) gets a real clean forward."""
+    fusion, labels = (classifier, cls_labels) if kind == "classifier" else (segmenter, seg_labels)
+    batch = make_batch()
+    calls = []
+    handle = fusion.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        for start in (False, True):
+            pgd = lambda start=start: torchattacks.PGD(to_torchattacks(fusion, "ir"), eps=8 / 255, alpha=2 / 255, steps=3, random_start=start)  # noqa: E731
+            separate = run_attack(pgd(), batch, labels, clean_logits=clean_forward(fusion, batch))
+            torch.manual_seed(0)
+            first = run_attack(pgd(), batch, labels)  # the logit shape is known from the run above
+            calls.clear()
+            torch.manual_seed(0)
+            again = run_attack(pgd(), batch, labels)
+            assert len(calls) == 3 + 1 + (1 if start else 0)  # 3 steps, the final forward, a clean forward only after a random start
+            for r in (first, again):
+                assert torch.equal(r.clean_pred, separate.clean_pred) and torch.equal(r.labels, separate.labels)
+                assert r.labels_source == separate.labels_source
+                if not start:
+                    assert torch.equal(r.inputs["ir"], separate.inputs["ir"]) and torch.equal(r.success, separate.success)
+            assert torch.equal(first.inputs["ir"], again.inputs["ir"])
+    finally:
+        handle.remove()
+    bad = labels.clone()
+    bad.view(-1)[0] = 99
+    calls.clear()
+    with pytest.raises(LabelError, match="outside"):  # still checked before any query
+        run_attack(torchattacks.PGD(to_torchattacks(fusion, "ir"), eps=8 / 255, steps=3), batch, bad)
+    assert not calls

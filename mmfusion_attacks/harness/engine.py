@@ -121,7 +121,8 @@ def experiment_units(exp: ExperimentSpec, spec: RunSpec, sanity_modalities: Sequ
                                         "attacked": list(cell.attacked), "group": None}))
     for w in exp.worst_case:
         for cell in worst_case_cells(w["group"], _plan(w["plan"], exp), orchestration=w.get("orchestration", "sequential"),
-                                     rounds=w.get("rounds", 1), success_fraction=w.get("success_fraction", 0.5)):
+                                     rounds=w.get("rounds", 1), success_fraction=w.get("success_fraction", 0.5),
+                                     skip_broken=w.get("skip_broken", False)):
             cells.append((cell, cell.label, {"kind": "worst-case", "attack": None, "toolkit": None, "eps": None, "steps": None,
                                              "attacked": list(cell.subset), "group": w["group"]}))
     if exp.sanity and sanity_modalities:

@@ -153,6 +153,7 @@ class SubsetCell:
     orchestration: str = "sequential"
     rounds: int = 1
     success_fraction: float = 0.5  # segmentation: the fraction of an image's pixels that must be wrong
+    skip_broken: bool = False  # a set's own run skips the examples a smaller subset broke (see worst_case_over_subsets)
 
     @property
     def label(self) -> str:
@@ -164,13 +165,14 @@ class SubsetCell:
 
 
 def worst_case_cells(
-    group: str, plan: Sequence[ModalityAttack], *, orchestration: str = "sequential", rounds: int = 1, success_fraction: float = 0.5
+    group: str, plan: Sequence[ModalityAttack], *, orchestration: str = "sequential", rounds: int = 1, success_fraction: float = 0.5,
+    skip_broken: bool = False,
 ) -> list[SubsetCell]:
     """One :class:`SubsetCell` per non-empty subset of the plan's modalities (smallest first)."""
     from ..joint.subsets import all_subsets
 
     plan = tuple(plan)
-    return [SubsetCell(group, plan, s, orchestration, rounds, success_fraction) for s in all_subsets([e.modality for e in plan])]
+    return [SubsetCell(group, plan, s, orchestration, rounds, success_fraction, skip_broken) for s in all_subsets([e.modality for e in plan])]
 
 
 @dataclass
@@ -391,7 +393,7 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, co
     """Each group's worst case on this batch: per cell, the predictions after the best of its own run and
     its subsets' (the clean predictions where the model does not read the whole subset)."""
     out: dict[SubsetCell, tuple[torch.Tensor, bool]] = {}
-    for (_, plan, orchestration, rounds, fraction), members in groups.items():
+    for (_, plan, orchestration, rounds, fraction, skip_broken), members in groups.items():
         if seed is not None:
             seed(members[0])
         # a model that lacks some modalities of a subset is attacked on the part it reads (a perturbation of a
@@ -405,7 +407,7 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, co
             continue
         report = worst_case_over_subsets(
             fusion, [e for e in plan if e.modality in fusion.modalities], inputs, labels,
-            subsets=parts, orchestration=orchestration, rounds=rounds, success_fraction=fraction,
+            subsets=parts, orchestration=orchestration, rounds=rounds, success_fraction=fraction, skip_broken=skip_broken,
         )
         for c, part in readable.items():
             if not part:
@@ -463,7 +465,7 @@ def run_grid(
     groups: dict[tuple, list[SubsetCell]] = {}
     for c in cells:
         if isinstance(c, SubsetCell):
-            groups.setdefault((c.group, c.plan, c.orchestration, c.rounds, c.success_fraction), []).append(c)
+            groups.setdefault((c.group, c.plan, c.orchestration, c.rounds, c.success_fraction, c.skip_broken), []).append(c)
     clean: SegmentationMetrics | None = None
     metrics: dict[Any, SegmentationMetrics] = {}
     counts: dict[Any, CellCounts] = {c: CellCounts() for c in cells} if classification else {}

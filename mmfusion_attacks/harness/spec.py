@@ -26,7 +26,7 @@ in one :class:`SpecError`, each naming its field and its line in the file. The f
         attack_kwargs: {pgd: {alpha: 0.01}}
         combos:    [{name: ..., steps: [{kind: attack|text-attack|text-augment, name, attacked, amount, toolkit, steps, seed}]}]
         joint:     [{name: ..., plan: [{modality, attack, budget, toolkit, steps, options}], orchestration, rounds, order}]
-        worst_case: [{group: worst case, plan: [...], orchestration, rounds, success_fraction}]
+        worst_case: [{group: worst case, plan: [...], orchestration, rounds, success_fraction, skip_broken}]
         sanity: {attack: bim, steps: 20}   # an attack at an unbounded budget (the gradient-masking check); false: none
         qualitative: 1             # examples per attacked subset drawn in the report
         table: default             # how the console prints it: default | rgbt-study | vl-study
@@ -512,7 +512,7 @@ _PLAN_FIELDS = {"modality": str, "attack": str, "budget": float, "toolkit": str,
 _CELL_FIELDS = {
     "combos": {"name": str, "steps": list},
     "joint": {"name": str, "plan": list, "orchestration": str, "rounds": int, "order": list},
-    "worst_case": {"group": str, "plan": list, "orchestration": str, "rounds": int, "success_fraction": float},
+    "worst_case": {"group": str, "plan": list, "orchestration": str, "rounds": int, "success_fraction": float, "skip_broken": bool},
 }
 
 

@@ -108,9 +108,12 @@ class JointAttack:
     def __call__(self, inputs: Mapping[str, Any], labels: Any = None) -> AdversarialBatch:
         return self.run(inputs, labels)
 
-    def run(self, inputs: Mapping[str, Any], labels: Any = None, *, clean_logits: CleanLogits | None = None) -> AdversarialBatch:
+    def run(
+        self, inputs: Mapping[str, Any], labels: Any = None, *, clean_logits: CleanLogits | None = None, skip: torch.Tensor | None = None
+    ) -> AdversarialBatch:
         """``clean_logits``: :func:`~mmfusion_attacks.result.clean_forward` of ``inputs`` when several attacks run
-        on one batch (checked against it)."""
+        on one batch (checked against it). ``skip``: per example, rows not to attack (left clean, their
+        ``succeeded_at`` is ``"skipped"``): the worst case over subsets skips rows a smaller subset broke."""
         fusion = self.fusion
         clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits)
         n, clean_pred, used = clean.n, clean.clean_pred, clean.labels
@@ -119,12 +122,17 @@ class JointAttack:
         }
         success = self._fooled(clean_pred, used)
         succeeded_at: list[str | None] = ["clean" if bool(s) else None for s in success]
+        skipped = torch.zeros(n, dtype=torch.bool) if skip is None else torch.as_tensor(skip, dtype=torch.bool).cpu().reshape(-1)
+        if len(skipped) != n:
+            raise ValueError(f"skip must hold one flag per example ({n}), got {len(skipped)}")
+        for i in (skipped & ~success).nonzero().flatten().tolist():
+            succeeded_at[i] = "skipped"
         queries = torch.zeros(n, dtype=torch.long)
         flags: list[str] = []
         budget: dict[str, Any] = {e.modality: None for e in self.plan}
         for r in range(self.rounds):
             for step in self.steps:
-                rows = torch.arange(n)[~success] if self.stop_at_success else torch.arange(n)
+                rows = torch.arange(n)[~success & ~skipped] if self.stop_at_success else torch.arange(n)[~skipped]
                 if len(rows) == 0:
                     break
                 sub = _take(current, rows)
@@ -190,7 +198,8 @@ class JointAttack:
             norms=norms,
             budget=budget,
             flags=list(dict.fromkeys(flags)),
-            extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps]},
+            extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps],
+                    "skipped": skipped},
             success_fraction=self.success_fraction,
         )
 

@@ -161,6 +161,49 @@ def test_monotone_on_a_random_model():
                 assert bool((report.success[s] <= report.success[t]).all())
 
 
+def test_skipping_rows_a_subset_broke_gives_the_same_worst_case_for_less_work():
+    """skip_broken (the optimised path) vs every subset attacking every row: equal success and
+    predictions per subset, fewer rows attacked, skipped rows reported from the subset that broke them."""
+    torch.manual_seed(0)
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(32, 3), nn.Linear(32, 3)
+            self.rows = 0
+
+        def forward(self, image, audio):
+            self.rows += len(image)
+            return self.a(image.flatten(1)) + self.b(audio.flatten(1))
+
+    net = Counting()
+    fusion = FusionModel(net, [IMAGE, AUDIO], num_classes=3).eval()
+    g = torch.Generator().manual_seed(3)
+    x = {"image": torch.rand(24, 1, 4, 8, generator=g), "audio": torch.rand(24, 1, 4, 8, generator=g) * 2 - 1}
+    no_start = {"random_start": False}  # rows independent of the batch they run in
+    plan = [ModalityAttack("image", "pgd", 0.08, steps=3, options=no_start), ModalityAttack("audio", "pgd", 0.08, steps=3, options=no_start)]
+    rows = {}
+    reports = {}
+    for skip in (False, True):
+        net.rows = 0
+        reports[skip] = worst_case_over_subsets(fusion, plan, x, skip_broken=skip)
+        rows[skip] = net.rows
+    full, fast = reports[False], reports[True]
+    both = ("image", "audio")
+    broken_by_one = fast.success[("image",)] | fast.success[("audio",)]
+    assert 0 < int(broken_by_one.sum()) < 24  # the test needs rows of both kinds
+    for s in full.subsets:
+        assert torch.equal(full.success[s], fast.success[s])
+        assert fast.weaker.get(s, []) == [i for i in full.weaker.get(s, []) if not bool(broken_by_one[i])]
+    for i in range(24):
+        assert fast.own[both].extras["succeeded_at"][i] == ("skipped" if bool(broken_by_one[i] & fast.clean_correct[i]) else full.own[both].extras["succeeded_at"][i])
+        if not bool(broken_by_one[i]):
+            assert torch.equal(fast.own[both].inputs["image"][i], full.own[both].inputs["image"][i])
+        else:
+            assert fast.source[both][i] is not None and torch.equal(fast.adversarial(both, i)["image"], full.adversarial(fast.source[both][i], i)["image"])
+    assert rows[True] < rows[False]
+
+
 def test_clear_errors_before_any_work():
     fusion = three_way()
     fusion.model.seen.clear()
