@@ -46,6 +46,7 @@ from mmfusion_attacks.result import (
     batch_fingerprint,
     build_result,
     clean_pass,
+    scored_clean_pass,
     working_copy,
 )
 from mmfusion_attacks.runner import AttackDriver, register_driver
@@ -305,8 +306,25 @@ class FusionModelWrapper(ModelWrapper):
             raise NonFiniteOutputError("the model returned NaN or infinite logits on a TextAttack query")
         return logits.float().cpu()
 
+    def score(self, texts: Sequence[str], keys: Sequence[str]) -> torch.Tensor:
+        """Logits (on the model's device) of registered examples with these texts, by the path the attack's
+        queries take (the held modalities' cached tower features when :attr:`uses_towers`); not counted as
+        queries. The driver scores the clean and the adversarial texts this way, so the held modalities
+        are encoded once per example in a whole run."""
+        rows = list(zip(texts, keys))
+        outs = []
+        with frozen_model_state(self.model), torch.no_grad():
+            if self.uses_towers:
+                self._check_stamp()
+            for start in range(0, len(rows), self.batch_size):
+                outs.append(self._logits(rows[start : start + self.batch_size]))
+        return torch.cat(outs)
+
     def _forward(self, rows: list[tuple[str, str]]) -> torch.Tensor:
         self.calls += 1
+        return self._logits(rows)
+
+    def _logits(self, rows: list[tuple[str, str]]) -> torch.Tensor:
         texts = [t for t, _ in rows]
         keys = [k for _, k in rows]
         fusion = self.model
@@ -795,7 +813,14 @@ class TextAttackDriver(AttackDriver):
         prepare_attack(attack)
         goal_fn = attack.goal_function
         targeted = isinstance(goal_fn, TargetedClassification) or type(goal_fn).__name__ in ("TargetedStrict", "TargetedBonus")
-        clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
+        towers = wrapper.uses_towers
+        if towers and clean_logits is None:  # the held modalities encoded once, for the clean scores and every query
+            work = working_copy(inputs, fusion.device, fusion.compute_dtype)
+            keys = wrapper.register(work, validate=False)
+            clean = scored_clean_pass(fusion, work, wrapper.score(work[text], keys), labels)
+        else:
+            clean = clean_pass(fusion, inputs, labels, clean_logits=clean_logits, validate=False)
+            keys = wrapper.register(clean.work, validate=False)
         work, logits, used = clean.work, clean.logits, clean.labels
         goal_targets = None
         if targeted:
@@ -810,7 +835,6 @@ class TextAttackDriver(AttackDriver):
         elif targets is not None:
             raise UnsupportedAttackError(f"{name} is untargeted: its goal function ignores targets= (build it with TargetedClassification)")
 
-        keys = wrapper.register(work, validate=False)
         adv_texts = list(work[text])
         queries = torch.zeros(n, dtype=torch.long)
         changed = torch.zeros(n, dtype=torch.long)
@@ -834,9 +858,11 @@ class TextAttackDriver(AttackDriver):
             queries[i] = int(result.perturbed_result.num_queries)
             changed[i] = words_changed(original, perturbed)
             status.append(type(result).__name__.replace("AttackResult", "").lower())
-        adv_batch = {**work, text: adv_texts}
-        with frozen_model_state(fusion), torch.no_grad():
-            adv_logits = fusion(adv_batch)
+        if towers:
+            adv_logits = wrapper.score(adv_texts, keys)
+        else:
+            with frozen_model_state(fusion), torch.no_grad():
+                adv_logits = fusion({**work, text: adv_texts})
         if not bool(torch.isfinite(adv_logits).all()):
             raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
         adv_pred = adv_logits.argmax(1)

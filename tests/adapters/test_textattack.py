@@ -150,8 +150,37 @@ def test_cached_and_uncached_give_identical_attacks():
         fusion = probe_model()
         attack = DeepWordBugGao2018.build(FusionModelWrapper(fusion, cache_features=cache))
         res = run_attack(attack, batch(4, bias=[0.0, 0.2, 0.4, 3.0]), torch.ones(4, dtype=torch.long))
-        outs.append((res.inputs["text"], res.extras["queries"].tolist(), res.extras["status"], res.adv_pred.tolist()))
+        outs.append((res.inputs["text"], res.extras["queries"].tolist(), res.extras["status"], res.adv_pred.tolist(),
+                     res.clean_pred.tolist(), res.success.tolist(), res.labels.tolist()))
     assert outs[0] == outs[1]
+
+
+def test_cached_run_scores_clean_and_adversarial_texts_without_encoding_the_images_again():
+    """The optimised path (clean and final scores through the cached held features) vs the full forward:
+    equal logits and results; the image tower runs once per example in the whole run."""
+    encoded = []
+    results = {}
+    for cache in (True, False):
+        textattack.shared.utils.set_seed(0)
+        fusion = probe_model()
+        encode = fusion.model.encode
+
+        def counting(name, value, encode=encode):
+            if name == "image":
+                encoded.append(len(value))
+            return encode(name, value)
+
+        fusion.model.encode = counting
+        encoded.clear()
+        x = batch(4, bias=[0.0, 0.2, 0.4, 3.0])
+        res = run_attack(DeepWordBugGao2018.build(FusionModelWrapper(fusion, cache_features=cache)), x, torch.ones(4, dtype=torch.long))
+        results[cache] = (res, sum(encoded), fusion(res.inputs), fusion(x))
+    (cached, n_cached, adv_full, clean_full), (plain, n_plain, _, _) = results[True], results[False]
+    assert n_cached == 4 < n_plain  # once per example vs the clean batch, every query and the final batch
+    assert cached.inputs["text"] == plain.inputs["text"]
+    for field in ("clean_pred", "adv_pred", "success", "labels"):
+        assert torch.equal(getattr(cached, field), getattr(plain, field))
+    assert torch.equal(cached.adv_pred, adv_full.argmax(1)) and torch.equal(cached.clean_pred, clean_full.argmax(1))
 
 
 def test_feature_cache_follows_parameter_updates():
