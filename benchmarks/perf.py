@@ -375,7 +375,7 @@ def measure_processes(args: argparse.Namespace, device: torch.device) -> list[Ra
     values, work, same = [], [], True
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp) / "perf.yaml"
-        spec.write_text(_SPEC.format(n=args.p5_images * 8, h=h, w=w))
+        spec.write_text(_SPEC.format(n=args.p5_procs_images, h=h, w=w))
         for r in range(args.p5_repeats):
             times = {}
             for procs in ((1, n) if r % 2 == 0 else (n, 1)):
@@ -510,7 +510,8 @@ def configure(args: argparse.Namespace) -> argparse.Namespace:
     args.p5_repeats = 2 if quick else 3
     args.p3_examples = 3 if quick else 6
     args.p3_image_size = 224  # the image tower must dominate, as in the study (at 96 px: 1.3-1.7x)
-    args.p3_repeats = 3
+    args.p3_repeats = 2 if quick else 3
+    args.p5_procs_images = 16 if quick else 64
     return args
 
 
