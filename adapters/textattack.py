@@ -294,14 +294,8 @@ class FusionModelWrapper(ModelWrapper):
         rows = [self._split(item) for item in text_input_list]
         if not rows:
             return torch.zeros(0, 0)
-        outs = []
-        with frozen_model_state(self.model), torch.no_grad():
-            if self.uses_towers:
-                self._check_stamp()
-            for start in range(0, len(rows), self.batch_size):
-                outs.append(self._forward(rows[start : start + self.batch_size]))
+        logits = self._batched(rows, self._forward)
         self.rows_queried += len(rows)
-        logits = torch.cat(outs)
         if not bool(torch.isfinite(logits).all()):
             raise NonFiniteOutputError("the model returned NaN or infinite logits on a TextAttack query")
         return logits.float().cpu()
@@ -311,13 +305,15 @@ class FusionModelWrapper(ModelWrapper):
         queries take (the held modalities' cached tower features when :attr:`uses_towers`); not counted as
         queries. The driver scores the clean and the adversarial texts this way, so the held modalities
         are encoded once per example in a whole run."""
-        rows = list(zip(texts, keys))
+        return self._batched(list(zip(texts, keys)), self._logits)
+
+    def _batched(self, rows: list[tuple[str, str]], forward: Any) -> torch.Tensor:
         outs = []
         with frozen_model_state(self.model), torch.no_grad():
             if self.uses_towers:
                 self._check_stamp()
             for start in range(0, len(rows), self.batch_size):
-                outs.append(self._logits(rows[start : start + self.batch_size]))
+                outs.append(forward(rows[start : start + self.batch_size]))
         return torch.cat(outs)
 
     def _forward(self, rows: list[tuple[str, str]]) -> torch.Tensor:
