@@ -131,6 +131,15 @@ class _NamedSingleInput(torch.nn.Module):
         return self.net(rgb=self.rgb, ir=ir)
 
 
+def _hand_wired(fusion, rgb: torch.Tensor) -> torch.nn.Module:
+    """The fusion model's network as a frozen single-input module of the thermal image, RGB held."""
+    wired_cls = _PackedSingleInput if fusion.input_style == "packed" else _NamedSingleInput
+    wired = wired_cls(fusion.model, rgb).eval()
+    for p in wired.parameters():
+        p.requires_grad_(False)
+    return wired
+
+
 def _segmentation_setup(arch: str, args: argparse.Namespace, device: torch.device):
     from mmfusion_attacks.models import create_model
 
@@ -160,10 +169,7 @@ def _adapter_ratios(arch: str, args: argparse.Namespace, device: torch.device) -
 
     eps, alpha = 8 / 255, 2 / 255
     fusion, batch, labels = _segmentation_setup(arch, args, device)
-    wired_cls = _PackedSingleInput if fusion.input_style == "packed" else _NamedSingleInput
-    wired = wired_cls(fusion.model, batch["rgb"]).eval()
-    for p in wired.parameters():
-        p.requires_grad_(False)
+    wired = _hand_wired(fusion, batch["rgb"])
     ta_wired = torchattacks.PGD(wired, eps=eps, alpha=alpha, steps=args.steps, random_start=False)
     ta_fusion = torchattacks.PGD(to_torchattacks(fusion, "ir"), eps=eps, alpha=alpha, steps=args.steps, random_start=False)
     art = ProjectedGradientDescent(to_art(fusion, "ir"), eps=eps, eps_step=alpha, max_iter=args.steps, verbose=False)
@@ -225,10 +231,7 @@ def measure_harness(args: argparse.Namespace, device: torch.device) -> list[Rati
 
     import torchattacks
 
-    wired_cls = _PackedSingleInput if fusion.input_style == "packed" else _NamedSingleInput
-    wired = wired_cls(fusion.model, batch["rgb"]).eval()
-    for p in wired.parameters():
-        p.requires_grad_(False)
+    wired = _hand_wired(fusion, batch["rgb"])
     ta_short, ta_long = (torchattacks.PGD(wired, eps=8 / 255, alpha=2 / 255, steps=k, random_start=False) for k in (steps, 2 * steps))
     times = interleaved({"bare": bare, "short": lambda: run_grid(fusion, [(batch, labels)], short, progress=False),
                          "long": lambda: run_grid(fusion, [(batch, labels)], long, progress=False),

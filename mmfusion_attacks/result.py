@@ -193,8 +193,7 @@ def clean_pass(
         raise InputError(f"the batch is empty (0 rows in {list(inputs)}): nothing to attack")
     work = working_copy(inputs, fusion.device, fusion.compute_dtype)
     if clean_logits is None:
-        with frozen_model_state(fusion), torch.no_grad():
-            logits = fusion(work)
+        logits = None
     elif not isinstance(clean_logits, CleanLogits):
         raise TypeError(
             "clean_logits must come from clean_forward(fusion, inputs) (it carries a fingerprint of the "
@@ -207,9 +206,13 @@ def clean_pass(
     return scored_clean_pass(fusion, work, logits, labels)
 
 
-def scored_clean_pass(fusion: Any, work: dict[str, Any], logits: torch.Tensor, labels: Any = None) -> CleanPass:
-    """The :class:`CleanPass` of a working copy whose clean logits are known (checked finite; ``labels``
-    checked against them and turned into class ids; ``None``: the clean predictions)."""
+def scored_clean_pass(fusion: Any, work: dict[str, Any], logits: torch.Tensor | None, labels: Any = None) -> CleanPass:
+    """The :class:`CleanPass` of a working copy: its clean logits (computed here when ``None``, in eval mode
+    without gradients) checked finite, ``labels`` checked against them and turned into class ids
+    (``None``: the clean predictions)."""
+    if logits is None:
+        with frozen_model_state(fusion), torch.no_grad():
+            logits = fusion(work)
     logits = logits.detach().to(fusion.device)
     if not bool(torch.isfinite(logits).all()):
         bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()

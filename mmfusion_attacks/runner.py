@@ -323,9 +323,10 @@ def run_attack(
         # query when that is the clean batch (PGD without random start, FGSM, BIM...): the labels are then
         # checked against the logit shape an earlier run on inputs of these shapes saw, and the logits are
         # taken from that query (else computed after the attack).
+        targeted = driver.targeted(attack)
         key = _shapes_key(inputs)
         shape = None
-        if clean_logits is None and labels is not None and targets is None and mode != "universal" and not driver.targeted(attack):
+        if clean_logits is None and labels is not None and targets is None and mode != "universal" and not targeted:
             shape = _LOGIT_SHAPES.get(fusion, {}).get(key)
         captures: list[torch.Tensor | None] | None = None
         if shape is None:
@@ -338,7 +339,6 @@ def run_attack(
             captures = []
         if targets is not None:
             targets = _as_class_ids(targets, fusion, logits, "targets")
-        targeted = driver.targeted(attack)
         if targeted and targets is None:
             with surface.bound(work, pairing="position") as x_all:
                 targets = driver.auto_targets(attack, x_all, used)
@@ -359,8 +359,6 @@ def run_attack(
                 x = surface.bind(work, validate=False, radius_parts=radius, bound_by="run_attack")
                 out = driver.generate_universal(attack, surface, x.clone(), goal)
                 pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
-                if captures is not None:
-                    captures.append(None)
             else:
                 step = 1 if mode == "sample" else max(1, min(n, driver.chunk_size(attack) or n))
                 for start in range(0, n, step):
@@ -385,15 +383,9 @@ def run_attack(
                     pieces.append(_finish_chunk(out, x, surface, driver, attack, budget, name, check, strict, device))
         finally:
             surface.unbind()
-            surface.captured_logits()  # disarm
-        if captures is not None:
-            if captures and all(c is not None for c in captures) and sum(len(c) for c in captures) == n:
-                logits = torch.cat(captures)  # type: ignore[arg-type]
-            else:
-                with frozen_model_state(fusion), torch.no_grad():
-                    logits = fusion(work)
-            clean = scored_clean_pass(fusion, work, logits, used)
-            logits = clean.logits
+        if captures is not None:  # every chunk's first query was its clean batch, else one clean forward now
+            complete = captures and all(c is not None for c in captures) and sum(len(c) for c in captures) == n
+            clean = scored_clean_pass(fusion, work, torch.cat(captures) if complete else None, used)  # type: ignore[arg-type]
         x_adv = torch.cat(pieces)
         attacked = surface.unpack(x_adv)
         with torch.no_grad():
@@ -438,9 +430,12 @@ def _generate(driver, attack, surface, chunk, y, pairing, radius, captures=None)
     x = surface.bind(chunk, validate=False, pairing=pairing, radius_parts=radius, bound_by="run_attack")
     if captures is not None:
         surface.capture_first_query(x)
-    out = driver.generate(attack, x.clone(), y)
+    try:
+        out = driver.generate(attack, x.clone(), y)
+    finally:
+        first = surface.captured_logits()  # disarms, also when the toolkit raised
     if captures is not None:
-        captures.append(surface.captured_logits())
+        captures.append(first)
     return out, x
 
 

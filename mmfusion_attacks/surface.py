@@ -552,13 +552,13 @@ class AttackSurface(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         want, self._capture_x = self._capture_x, None  # only the first query after arming can be the clean batch
-        clean = (
+        first_is_clean = (
             want is not None and x.shape == want.shape and x.dtype == want.dtype and x.device == want.device
             and not self.training and not self.fusion.training and torch.equal(x.detach(), want)
         )
         context = self._context_for(x)
         logits = self.fusion({**context, **self.unpack(x)})
-        if clean:
+        if first_is_clean:
             self._captured = logits.detach().clone()
         if x.requires_grad and not logits.requires_grad:
             # The attacked modalities do not reach the output (a baseline that ignores them): keep the

@@ -198,8 +198,7 @@ class JointAttack:
             norms=norms,
             budget=budget,
             flags=list(dict.fromkeys(flags)),
-            extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps],
-                    "skipped": skipped},
+            extras={"succeeded_at": succeeded_at, "queries": queries, "words": n_words, "steps": [s.label for s in self.steps]},
             success_fraction=self.success_fraction,
         )
 
