@@ -29,6 +29,7 @@ from torch import nn
 
 from mmfusion_attacks.errors import RowAlignmentError, UnsupportedAttackError
 from mmfusion_attacks.fusion import FusionModel
+from mmfusion_attacks.metrics import predicted_classes
 from mmfusion_attacks.modality import normalize_norm
 from mmfusion_attacks.runner import AttackDriver, Budget, register_driver
 from mmfusion_attacks.surface import AttackSurface, frozen_model_state, unfrozen
@@ -159,7 +160,7 @@ class PyTorchSegmenter(PyTorchEstimator):
         """Class ids ``(N, H, W)`` from ids, one-hot / scores ``(N, C, H, W)``, numpy or torch."""
         y_t = torch.as_tensor(y, device=self._device)
         if y_t.ndim == 4:
-            y_t = y_t.argmax(1)
+            y_t = predicted_classes(y_t)
         if y_t.ndim != 3:
             raise ValueError(f"segmentation labels must be (N, H, W) ids or (N, C, H, W) scores, got {tuple(y_t.shape)}")
         return y_t.long()
@@ -244,7 +245,7 @@ class PyTorchSegmenter(PyTorchEstimator):
 
     def adv_criterion(self, y_pred: np.ndarray, y: Any) -> np.ndarray:
         """Per-sample success for Square: fraction of misclassified pixels >= ``success_fraction``."""
-        pred = torch.as_tensor(y_pred).argmax(1)
+        pred = predicted_classes(torch.as_tensor(y_pred))
         labels = self._labels(y).cpu()
         valid = self._valid(labels)
         wrong = ((pred != labels) & valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)

@@ -39,6 +39,7 @@ from mmfusion_attacks.errors import (
     UnsupportedAttackError,
 )
 from mmfusion_attacks.fusion import FusionModel
+from mmfusion_attacks.metrics import predicted_classes
 from mmfusion_attacks.result import (
     AdversarialBatch,
     CleanLogits,
@@ -861,7 +862,7 @@ class TextAttackDriver(AttackDriver):
                 adv_logits = fusion({**work, text: adv_texts})
         if not bool(torch.isfinite(adv_logits).all()):
             raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
-        adv_pred = adv_logits.argmax(1)
+        adv_pred = predicted_classes(adv_logits)
         flags: list[str] = []
         for status_name, reason in (("skipped-only-stopwords", "only stopwords: no word the attack may change"),
                                     ("skipped-no-words", "no words: nothing a word-level attack can change"),
@@ -942,7 +943,7 @@ def perturb_text(
         clean,
         inputs,
         {text: adv_texts},
-        adv_logits.argmax(1),
+        predicted_classes(adv_logits),
         attacked=(text,),
         toolkit="textattack",
         attack_name=repr(augmenter),

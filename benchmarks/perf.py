@@ -445,7 +445,10 @@ def measure_worst_case(args: argparse.Namespace, device: torch.device) -> list[R
 def measure_mf_grid(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
     """The MFNet study's grid (FGSM and PGD-10 at 10/20/40 on RGB, IR, RGB+IR: 18 cells) over the MF test
     set (``--mf-root``, ``--mf-weights``), its wall time and its ratio to the forward + backward passes
-    it needs (1 per FGSM cell, 10 per PGD cell, per batch) timed bare on the same device."""
+    it needs (1 per FGSM cell, 10 per PGD cell, per batch) timed bare on the same device. With
+    ``--compile`` the same grid runs again with the network ``torch.compile``d (compile time excluded:
+    one warm-up batch first), and the compiled / eager wall-time ratio and the largest mIoU difference
+    between the two runs are printed."""
     from torch.utils.data import DataLoader
 
     from mmfusion_attacks.data import create_dataset
@@ -458,7 +461,7 @@ def measure_mf_grid(args: argparse.Namespace, device: torch.device) -> list[Rati
     fusion = create_model("mfnet", num_classes=9, weights=args.mf_weights).to(device).eval()
     if args.amp:
         fusion = fusion.use_amp()
-    data = create_dataset("mf", root=args.mf_root, split="test")
+    data = create_dataset("mf", root=args.mf_root, split="test", size=tuple(args.mf_size) if args.mf_size else None, limit=args.mf_limit)
     loader = DataLoader(data, batch_size=args.mf_batch, shuffle=False, num_workers=2, pin_memory=device.type == "cuda")
     batches = [({"rgb": it["rgb"].to(device, non_blocking=True), "ir": it["ir"].to(device, non_blocking=True)}, it["labels"].to(device))
                for it in loader]
@@ -471,20 +474,99 @@ def measure_mf_grid(args: argparse.Namespace, device: torch.device) -> list[Rati
         loss = torch.nn.functional.cross_entropy(fusion(x), labels)
         torch.autograd.grad(loss, list(x.values()))
 
+    order = {c: i for i, c in enumerate(spec.cells())}
+
+    def seed_for(cell, batch: int) -> int:  # as the harness seeds: the random starts do not depend on the run
+        return order[cell] * 100_003 + batch
+
+    def timed_grid():
+        _sync(device)
+        t = time.perf_counter()
+        result = run_grid(fusion, batches, spec, progress=False, seed_for=seed_for)
+        _sync(device)
+        return time.perf_counter() - t, result
+
     fb = interleaved({"bare": bare}, 5, device)["bare"]
-    _sync(device)
-    t = time.perf_counter()
-    run_grid(fusion, batches, spec, progress=False)
-    _sync(device)
-    wall = time.perf_counter() - t
+    wall, eager = timed_grid()
     ideal = statistics.median(fb) * passes * len(batches)
-    print(f"GPU grid: {len(data)} MF test frames, {len(spec.cells())} cells, batch {args.mf_batch}: {wall:.1f} s wall "
-          f"(target < 60 s on one H100-class GPU), {ideal:.1f} s of bare forward + backward")
-    return [Ratio("GPU MFNet study grid / its bare forward + backward passes", [wall / ideal], None, note=f"{wall:.1f} s wall")]
+    frames = f"{len(data)} MF test frames" + (f" at {args.mf_size[0]}x{args.mf_size[1]}" if args.mf_size else "")
+    print(f"GPU grid: {frames}, {len(spec.cells())} cells, batch {args.mf_batch}: {wall:.1f} s wall "
+          f"(target < 60 s on one H100-class GPU for the 393 frames at 480x640), {ideal:.1f} s of bare forward + backward")
+    out = [Ratio("GPU MFNet study grid / its bare forward + backward passes", [wall / ideal], None, note=f"{wall:.1f} s wall, {frames}")]
+    if args.compile:
+        network = fusion.model
+        t = time.perf_counter()
+        fusion.model = torch.compile(network)
+        try:
+            run_grid(fusion, batches[:1], spec, progress=False, seed_for=seed_for)  # compiles (forward, backward; each batch shape)
+            warm = time.perf_counter() - t
+            compiled_wall, compiled = timed_grid()
+        finally:
+            fusion.model = network
+        diff = max(abs(compiled.cells[c].miou() - eager.cells[c].miou()) for c in eager.cells)
+        out.append(Ratio("GPU MFNet study grid: torch.compile / eager", [compiled_wall / wall], None,
+                         note=f"{compiled_wall:.1f} s wall after {warm:.0f} s compiling; max |mIoU diff| {diff:.1e}"))
+    return out
+
+
+def measure_compile(args: argparse.Namespace, device: torch.device) -> list[Ratio]:
+    """``torch.compile`` on the P1 networks: a forward + backward of the compiled network vs the eager one
+    (interleaved; the compile time printed apart), and PGD-10 via ``run_attack`` on the fusion model whose
+    network is compiled vs eager (same adversarial examples up to the compiled kernels' rounding)."""
+    import torchattacks
+    from mmfusion_attacks.adapters.torchattacks import to_torchattacks
+
+    from mmfusion_attacks import run_attack
+
+    out = []
+    for arch in args.p1_models:
+        fusion, batch, labels = _segmentation_setup(arch, args, device)
+        network = fusion.model
+
+        def fwd_bwd():
+            x = {k: v.clone().requires_grad_(True) for k, v in batch.items()}
+            torch.autograd.grad(torch.nn.functional.cross_entropy(fusion(x), labels), list(x.values()))
+
+        def pgd():
+            atk = torchattacks.PGD(to_torchattacks(fusion, "ir"), eps=8 / 255, alpha=2 / 255, steps=args.steps, random_start=False)
+            return run_attack(atk, batch, labels)
+
+        compiled = torch.compile(network)
+        t = time.perf_counter()
+        fusion.model = compiled
+        try:
+            pgd()  # compiles the forward and the backward
+        finally:
+            fusion.model = network
+        warm = time.perf_counter() - t
+        results = {}
+
+        def variant(name, model, fn):
+            def run():
+                fusion.model = model
+                try:
+                    results[name] = fn()
+                finally:
+                    fusion.model = network
+            return run
+
+        times = interleaved({"eager": variant("eager", network, fwd_bwd), "compiled": variant("compiled", compiled, fwd_bwd),
+                             "pgd eager": variant("pgd eager", network, pgd), "pgd compiled": variant("pgd compiled", compiled, pgd)},
+                            args.repeats, device)
+        diff = float((results["pgd compiled"].inputs["ir"] - results["pgd eager"].inputs["ir"]).abs().max())
+        out += [
+            Ratio(f"compile {arch}: forward + backward, torch.compile / eager", ratios(times, "compiled", "eager"), None,
+                  note=f"{warm:.0f} s to compile (not in the ratio)"),
+            Ratio(f"compile {arch}: PGD-{args.steps} via run_attack, torch.compile / eager", ratios(times, "pgd compiled", "pgd eager"), None,
+                  note=f"max |adversarial diff| {diff:.1e} (budget {8 / 255:.1e})"),
+        ]
+    return out
 
 
 MEASUREMENTS = {"P1": measure_adapters, "P3": measure_text, "P4": measure_harness, "P5": measure_scaling, "P5-procs": measure_processes,
-                "P5-subsets": measure_worst_case, "GPU": measure_mf_grid}
+                "P5-subsets": measure_worst_case, "GPU": measure_mf_grid, "compile": measure_compile}
+#: run only when named in --only: compiling costs about a minute per network on 2 CPU cores
+OPT_IN = ("compile",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -497,7 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mf-root", default=None, help="the MF dataset (the GPU grid measurement runs when given)")
     p.add_argument("--mf-weights", default=None, help="the official MFNet checkpoint (final.pth)")
     p.add_argument("--mf-batch", type=int, default=16)
+    p.add_argument("--mf-limit", type=int, default=None, help="the first N MF test frames only (a quick check of the command)")
+    p.add_argument("--mf-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="resize the MF frames (default: 480x640 as shipped)")
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the GPU grid")
+    p.add_argument("--compile", action="store_true", help="the GPU grid also with the network torch.compile'd")
     return p
 
 
@@ -525,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
           "(min / median / max over repeats, variants interleaved)")
     print(f"{'measurement':<58} {'min':>7} {'median':>7} {'max':>7}  {'target':>8}  {'verdict':<13} note")
     results: list[Ratio] = []
-    for name in args.only or MEASUREMENTS:
+    for name in args.only or [m for m in MEASUREMENTS if m not in OPT_IN]:
         for ratio in MEASUREMENTS[name](args, device):
             print(ratio.line(), flush=True)
             results.append(ratio)

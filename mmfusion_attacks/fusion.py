@@ -22,6 +22,7 @@ from .errors import (
     ShapeMismatchError,
     UnknownModalityError,
 )
+from .metrics import predicted_classes
 from .modality import Modality, resolve_modality
 
 __all__ = ["FusionModel", "unwrap_logits", "Task", "InputStyle", "OutputSelector"]
@@ -404,7 +405,7 @@ class FusionModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self(inputs).argmax(1)
+            return predicted_classes(self(inputs))
         finally:
             self.train(was_training)
 

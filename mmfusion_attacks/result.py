@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, LabelError, NonFiniteOutputError, NoPerturbationWarning
+from .metrics import predicted_classes
 from .surface import frozen_model_state
 
 __all__ = [
@@ -217,7 +218,7 @@ def scored_clean_pass(fusion: Any, work: dict[str, Any], logits: torch.Tensor | 
     if not bool(torch.isfinite(logits).all()):
         bad = (~torch.isfinite(logits)).flatten(1).any(1).nonzero().flatten().tolist()
         raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the clean batch (rows {bad[:10]})")
-    clean_pred = logits.argmax(1)
+    clean_pred = predicted_classes(logits)
     if labels is None:
         used, source = clean_pred.clone(), "clean-prediction"
     else:

@@ -23,7 +23,7 @@ from .errors import (
     RowAlignmentError,
     UnsupportedAttackError,
 )
-from .metrics import perturbation_norms
+from .metrics import perturbation_norms, predicted_classes
 from .result import (
     AdversarialBatch,
     CleanLogits,
@@ -392,7 +392,7 @@ def run_attack(
             adv_logits = fusion({**work, **attacked})
         if not bool(torch.isfinite(adv_logits).all()):
             raise NonFiniteOutputError(f"the model returned NaN or infinite logits on the adversarial batch of {name}")
-        adv_pred = adv_logits.argmax(1)
+        adv_pred = predicted_classes(adv_logits)
 
     native_budget: dict[str, tuple[str, Any] | None] = {}
     if budget is not None:

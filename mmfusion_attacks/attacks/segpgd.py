@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..metrics import predicted_classes
 from .pixel_pgd import PixelLossPGD
 
 __all__ = ["SegPGD"]
@@ -24,7 +25,7 @@ class SegPGD(PixelLossPGD):
     def loss(self, logits: torch.Tensor, goal: torch.Tensor, step: int) -> torch.Tensor:
         pixel_loss = nn.functional.cross_entropy(logits, goal, reduction="none")
         lam = (step - 1) / (2 * self.steps)
-        on_goal = logits.argmax(1) == goal
+        on_goal = predicted_classes(logits) == goal
         # untargeted: push correct pixels hardest; targeted: pull pixels not yet on target hardest
         first, second = (on_goal, ~on_goal) if not self.targeted else (~on_goal, on_goal)
         loss = ((1 - lam) * pixel_loss * first + lam * pixel_loss * second).mean()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..attacks import least_likely_targets
 from ..fusion import FusionModel
 from ..joint import JointAttack, ModalityAttack, worst_case_over_subsets
-from ..metrics import SegmentationMetrics
+from ..metrics import SegmentationMetrics, predicted_classes
 from ..recipes import make_attack, recipe_targets
 from ..runner import AdversarialBatch, clean_forward, run_attack
 
@@ -476,7 +476,7 @@ def run_grid(
         inputs = _to_device(inputs, device, fusion.modalities)
         clean_logits = clean_forward(fusion, inputs)
         logits = clean_logits.logits
-        clean_pred = logits.argmax(1)
+        clean_pred = predicted_classes(logits)
         if labels is None:
             labels, source = clean_pred, "pseudo-labels (clean predictions)"
         else:

@@ -29,7 +29,7 @@ import torch
 
 from ..errors import InvariantViolationError
 from ..fusion import FusionModel
-from ..metrics import perturbation_norms
+from ..metrics import perturbation_norms, predicted_classes
 from ..result import AdversarialBatch, CleanLogits, build_result, clean_pass, success_of
 from ..runner import run_attack
 from ..surface import frozen_model_state
@@ -159,7 +159,7 @@ class JointAttack:
                         succeeded_at[i] = step.label + (f" (round {r + 1})" if self.rounds > 1 else "")
         with frozen_model_state(fusion), torch.no_grad():
             adv_logits = fusion(current)
-        adv_pred = adv_logits.argmax(1)
+        adv_pred = predicted_classes(adv_logits)
         final = self._fooled(adv_pred, used)
         if self.stop_at_success and bool((success & ~final & ~self._fooled(clean_pred, used)).any()):
             # a later step never runs on a fooled row, so this is a model that changes between calls
