@@ -26,7 +26,7 @@ def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
     """The class ids of ``(N, C, ...)`` logits: ``logits.argmax(1)``, the first maximum on ties. Computed
     as ``max(1).indices``, which torch's CPU kernel reduces over the class dimension of a segmenter's
     ``(N, C, H, W)`` logits several times faster than ``argmax(1)`` (8 ms vs 1 ms at 8x9x96x128)."""
-    return logits.max(1).indices
+    return logits.detach().max(1).indices  # no autograd node for the values
 
 
 class SegmentationMetrics:
