@@ -414,7 +414,9 @@ class _FusionEstimator:
         attacked modalities packed as this estimator's ``x`` (numpy, float32).
         """
         batch = {k: torch.as_tensor(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
-        batch = {k: (v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in batch.items()}
+        attacked = set(self._surface.attacked)  # ART's x is float32; frozen modalities are held as given (bit-identical)
+        batch = {k: (v.float() if k in attacked and isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32 else v)
+                 for k, v in batch.items()}
         x = self._surface.bind(batch, radius=radius, pairing="content")  # ART shuffles: never by position
         self._context_batch, self._context_radius = Context(batch), radius
         return x.detach().cpu().numpy()
@@ -467,6 +469,10 @@ class _FusionEstimator:
         with _kept_state(self._surface, params=False):
             return super().compute_loss(_as_float32(x), y, *args, **kwargs)  # type: ignore[misc]
 
+    def get_activations(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        with _kept_state(self._surface, params=False):
+            return super().get_activations(_as_float32(x), *args, **kwargs)  # type: ignore[misc]
+
     def fit(self, x: Any, y: Any, *args: Any, **kwargs: Any) -> None:
         """ART's ``fit``, with every row checked against the context before training starts (rows are
         shuffled inside; each still meets its own example's frozen modalities)."""
@@ -507,6 +513,17 @@ class FusionClassifier(_FusionEstimator, PyTorchClassifier):
     def class_gradient(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         with _kept_state(self._surface, params=True):
             return super().class_gradient(_as_float32(x), *args, **kwargs)
+
+    def custom_loss_gradient(self, *args: Any, **kwargs: Any) -> Any:
+        """ART's ``custom_loss_gradient`` (FeatureAdversaries): it calls ``zero_grad()`` and backpropagates
+        into the parameters; the user's gradients and modes are kept."""
+        with _kept_state(self._surface, params=True):
+            return super().custom_loss_gradient(*args, **kwargs)
+
+    def fit_generator(self, generator: Any, *args: Any, **kwargs: Any) -> None:
+        """ART's ``fit_generator`` (each batch paired with its examples when queried); modes restored after."""
+        with unfrozen(self._surface), _kept_state(self._surface, params=False):
+            super().fit_generator(generator, *args, **kwargs)
 
 
 class FusionSegmenter(_FusionEstimator, PyTorchSegmenter):

@@ -311,9 +311,9 @@ class FusionModelWrapper(ModelWrapper):
     def _batched(self, rows: list[tuple[str, str]], forward: Any) -> torch.Tensor:
         outs = []
         with frozen_model_state(self.model), torch.no_grad():
-            if self.uses_towers:
-                self._check_stamp()
             for start in range(0, len(rows), self.batch_size):
+                if self.uses_towers:
+                    self._check_stamp()  # per chunk: a model that writes its weights while running shows here
                 outs.append(forward(rows[start : start + self.batch_size]))
         return torch.cat(outs)
 
@@ -648,6 +648,24 @@ class _SkippingAttack:
         return str(self._attack)
 
 
+def _refuse_plain_dataset(attack: Any, dataset: Any) -> None:
+    """A plain ``textattack.datasets.Dataset`` of several texts on a fusion model: its rows carry no held
+    example, so every text would be paired with the one example the wrapper holds, whichever caption it
+    is. Refused before the first example; one row (with one held example) stays allowed."""
+    model = getattr(getattr(attack, "goal_function", None), "model", None)
+    try:
+        n = len(dataset)
+    except TypeError:
+        return
+    if isinstance(model, FusionModelWrapper) and n > 1:
+        raise RowAlignmentError(
+            f"textattack.Attacker on a plain Dataset of {n} rows with a fusion model: its rows carry no held "
+            f"example, so every text would be paired with one held {list(model.held)}. Build the dataset with "
+            "wrapper.dataset(batch, labels) (each row keeps its own example; for one image and many texts, "
+            "repeat the image in the batch)"
+        )
+
+
 def _install_attacker_hooks() -> None:
     """``textattack.Attacker`` on a :class:`FusionDataset`: bind the attack to the dataset (checks, skips,
     DE confinement) and check a resumed checkpoint's row order. Any other dataset: TextAttack unchanged."""
@@ -660,6 +678,8 @@ def _install_attacker_hooks() -> None:
     def __init__(self, attack, dataset, attack_args=None):
         if isinstance(dataset, FusionDataset):
             dataset.bind_attack(attack)
+        else:
+            _refuse_plain_dataset(attack, dataset)
         original_init(self, attack, dataset, attack_args)
         if isinstance(dataset, FusionDataset):
             self.attack = _SkippingAttack(attack, dataset)

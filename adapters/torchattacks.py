@@ -17,6 +17,11 @@ bound batch's size by row order wherever content agrees with it (``pairing="posi
 never reorders a full-size batch, and its input-diversity, scale-invariance and look-ahead queries
 (DIFGSM, TIFGSM, SINIFGSM, NIFGSM, VNIFGSM) land as far from their own example as from any other, so
 content alone cannot pair them. Subsets (APGD, FAB, Square, AutoAttack) are paired by content.
+
+However an attack on a surface is called (``run_attack``, ``atk(x, y)``, ``atk.save(loader)``,
+``MultiAttack``), :func:`check_call` runs first: the rows it is called on must be the bound examples
+(a batch never bound raises ``RowAlignmentError``), and the refusals above (normalisation, segmentation
+support, ``ignore_index`` labels) apply; every module's mode is restored afterwards.
 """
 
 from __future__ import annotations
@@ -31,9 +36,9 @@ from mmfusion_attacks.errors import UnsupportedAttackError
 from mmfusion_attacks.fusion import FusionModel
 from mmfusion_attacks.modality import normalize_norm
 from mmfusion_attacks.runner import AttackDriver, Budget, register_driver
-from mmfusion_attacks.surface import AttackSurface
+from mmfusion_attacks.surface import AttackSurface, frozen_model_state
 
-__all__ = ["to_torchattacks", "TorchattacksDriver", "ROW_ALIGNED", "WITHIN_BUDGET", "SEGMENTATION_SUPPORTED"]
+__all__ = ["to_torchattacks", "check_call", "TorchattacksDriver", "ROW_ALIGNED", "WITHIN_BUDGET", "SEGMENTATION_SUPPORTED"]
 
 #: Attacks that only ever query their whole input batch, in order: safe to run batched.
 #: Anything else (APGD, APGDT, FAB, Square, DeepFool, AutoAttack, OnePixel, Pixle, SparseFool, JSMA,
@@ -151,18 +156,7 @@ class TorchattacksDriver(AttackDriver):
         return self._generate(attack, x, y)
 
     def _generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        ignore = attack.model.fusion.ignore_index
-        if ignore is not None and y is not None and bool((y == ignore).any()):
-            raise UnsupportedAttackError(
-                f"labels contain ignore_index={ignore}, but torchattacks' cross-entropy has no ignore_index; "
-                "use the ART adapter (its segmentation estimator honours ignore_index)"
-            )
-        if type(attack).__name__ == "TIFGSM" and (x.ndim != 4 or x.shape[1] != 3):
-            raise UnsupportedAttackError(
-                f"torchattacks.TIFGSM builds its smoothing kernel for 3 channels; the attacked tensor of "
-                f"{list(attack.model.attacked)} has shape {tuple(x.shape[1:])}"
-            )
-        return attack(x, y)
+        return attack(x, y)  # checked by the call hook below
 
     def budget(self, attack: Attack, surface: AttackSurface) -> Budget | None:
         eps = getattr(attack, "eps", None)
@@ -173,4 +167,49 @@ class TorchattacksDriver(AttackDriver):
 
 
 
-register_driver(TorchattacksDriver())
+_DRIVER = TorchattacksDriver()
+register_driver(_DRIVER)
+
+
+def check_call(attack: Attack, inputs: Any, labels: Any) -> None:
+    """What torchattacks would get silently wrong on a fusion surface, refused before its first query
+    however the attack is called (``run_attack``, ``atk(x, y)``, ``atk.save(loader)``, ``MultiAttack``):
+    the driver's refusals (normalisation, segmentation support, ranges), labels holding ``ignore_index``,
+    TIFGSM on other than 3 channels, and input rows that are not the bound examples."""
+    surface = _DRIVER.surface(attack)
+    ignore = surface.fusion.ignore_index
+    if ignore is not None and isinstance(labels, torch.Tensor) and bool((labels == ignore).any()):
+        raise UnsupportedAttackError(
+            f"labels contain ignore_index={ignore}, but torchattacks' cross-entropy has no ignore_index; "
+            "use the ART adapter (its segmentation estimator honours ignore_index)"
+        )
+    if isinstance(inputs, torch.Tensor):
+        if type(attack).__name__ == "TIFGSM" and (inputs.ndim != 4 or inputs.shape[1] != 3):
+            raise UnsupportedAttackError(
+                f"torchattacks.TIFGSM builds its smoothing kernel for 3 channels; the attacked tensor of "
+                f"{list(surface.attacked)} has shape {tuple(inputs.shape[1:])}"
+            )
+        surface.check_attack_inputs(inputs)
+
+
+def _install_call_hook() -> None:
+    """``Attack.__call__`` on an :class:`AttackSurface`: :func:`check_call` first, and every module's mode
+    and every parameter's ``requires_grad`` restored afterwards (torchattacks sets ``model.train()`` back
+    wholesale, which would switch on modules the user keeps in eval). Other models: torchattacks unchanged."""
+    if getattr(Attack, "_mmfusion_hook", False):
+        return
+    original = Attack.__call__
+
+    def __call__(self, inputs, labels=None, *args, **kwargs):
+        if not isinstance(getattr(self, "model", None), AttackSurface):
+            return original(self, inputs, labels, *args, **kwargs)
+        check_call(self, inputs, labels)
+        with frozen_model_state(self.model, eval_mode=False):
+            return original(self, inputs, labels, *args, **kwargs)
+
+    __call__.__doc__ = original.__doc__
+    Attack.__call__ = __call__
+    Attack._mmfusion_hook = True
+
+
+_install_call_hook()

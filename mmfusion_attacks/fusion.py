@@ -401,13 +401,15 @@ class FusionModel(nn.Module):
 
     @torch.no_grad()
     def predict(self, inputs: Batch) -> torch.Tensor:
-        """Class ids (``(N,)`` or ``(N, H, W)``) in eval mode; the model's mode is restored."""
-        was_training = self.training
+        """Class ids (``(N,)`` or ``(N, H, W)``) in eval mode; every module's mode is restored (a model in
+        training with some modules kept in eval, e.g. frozen batch norm, stays so)."""
+        modes = [(m, m.training) for m in self.modules()]
         self.eval()
         try:
             return predicted_classes(self(inputs))
         finally:
-            self.train(was_training)
+            for m, mode in modes:
+                m.training = mode
 
     # ------------------------------------------------------------------ conveniences
     def surface(self, attacked: str | Sequence[str]):

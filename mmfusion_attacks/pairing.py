@@ -31,7 +31,10 @@ far from its own example as from the others. Those attacks query their whole bat
 when content contradicts that order nowhere (no row exactly equal to, within the radius of, or
 ``MARGIN`` times nearer to an example with other frozen modalities than its own); a query that does
 contradict it is paired by rules 1-2 or refused, so a shuffled full-size batch is never paired by
-position. There rule 3 never pairs a row, it only tests the order: a scaled copy that lands next to a
+position, unless content cannot tell its rows apart (examples whose attacked modalities are identical:
+then row order is all there is). The rows an attack is *called on* are checked as well
+(:meth:`ContextTable.check_entry`): each must lie within the radius of its own position's example, so
+a batch that was never bound cannot meet the bound batch's frozen modalities. There rule 3 never pairs a row, it only tests the order: a scaled copy that lands next to a
 dark example must raise, not be paired with it. Queries of another size are paired by content. ``to_torchattacks`` surfaces pair this way by default (torchattacks never
 reorders a full-size batch); ART estimators pair by content (ART's ``fit`` and trainers shuffle).
 ``"broadcast"`` pairs every row with the single bound example (one example at a time, for attacks that
@@ -266,6 +269,41 @@ class ContextTable:
         if problems:
             raise RowAlignmentError(self._explain(q, problems, where, gmin, order))
         return out
+
+    def check_entry(self, x: torch.Tensor, *, where: str = "") -> None:
+        """Check the rows an attack is *called on* (not a query it makes): they must be the bound examples.
+
+        A query of the bound batch's size is paired by position, which trusts row order; the input of an
+        attack call is where that trust is checked: row ``i`` must lie within the pairing radius of example
+        ``i`` (or of an example with the same frozen modalities), so a batch that was never bound, or the
+        bound one reordered, raises instead of meeting the bound batch's frozen modalities. Other sizes and
+        ``pairing="content"`` go through :meth:`pair`; ``"broadcast"`` declares its one example."""
+        if self.pairing == "broadcast":
+            return
+        q = x.detach().flatten(1)
+        if not (self.pairing == "position" and q.shape[0] == self.rows and q.shape[1] == self._flat.shape[1]):
+            self.pair(x, where=where)
+            return
+        keys = self._flat.to(q.device)
+        if torch.equal(q, keys):
+            return
+        ok = torch.ones(self.rows, dtype=torch.bool, device=q.device)
+        for part in self.radius:
+            ok &= part.within(q - keys, self.atol)
+        for i in (~ok).nonzero().flatten().tolist():
+            same = (self.group == self.group[i]).nonzero().flatten().to(q.device)
+            near = torch.ones(len(same), dtype=torch.bool, device=q.device)
+            for part in self.radius:
+                near &= part.within(q[i : i + 1] - keys[same], self.atol)
+            if not bool(near.any()):
+                radius = "; ".join(p.describe() for p in self.radius)
+                head = f"{where}: " if where else ""
+                raise RowAlignmentError(
+                    f"{head}the attack was called on {self.rows} rows, the bound batch's size, so its queries are "
+                    f"paired by position, but row {i} is not within the pairing radius of example {i} ({radius}): "
+                    "these rows are not the bound examples in their order (another batch, or the bound one "
+                    "reordered)."
+                )
 
     def _order_contradiction(self, out, rows, cols, within, exact, gmin, err) -> tuple[int, str, int] | None:
         """For a query of the bound batch's size, the first row whose content says it is not its

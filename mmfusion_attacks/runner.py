@@ -217,13 +217,16 @@ def _check_and_project(x_adv, x, surface: AttackSurface, budget: Budget | None, 
                     f"{name} exceeded its Linf budget on {list(surface.attacked)} by {float(excess):.3g}"
                 )
             x_adv = x + torch.maximum(torch.minimum(delta, eps), -eps)
-        elif budget.norm == "2":
+        elif budget.norm in ("2", "1"):
             radius = float(eps.max())
-            norms = delta.flatten(1).norm(dim=1)
-            if float(norms.max()) > radius * (1 + 1e-5) + tol:
+            norms = delta.flatten(1).norm(p=int(budget.norm), dim=1)
+            slack = tol * (1 if budget.norm == "2" else delta[0].numel())  # L1 adds every element's rounding
+            if float(norms.max()) > radius * (1 + 1e-5) + slack:
                 raise InvariantViolationError(
-                    f"{name} exceeded its L2 budget {radius:g} on {list(surface.attacked)}: {float(norms.max()):.6g}"
+                    f"{name} exceeded its L{budget.norm} budget {radius:g} on {list(surface.attacked)}: {float(norms.max()):.6g}"
                 )
+        else:
+            raise UnsupportedAttackError(f"{name}: an L{budget.norm} budget cannot be checked; supported: Linf, L2, L1")
         if bounds is not None:
             x_adv = torch.maximum(torch.minimum(x_adv, hi), lo)
     x_adv = torch.where(x_adv == x, x, x_adv)  # keeps -0.0 / +0.0 of untouched elements
@@ -235,7 +238,7 @@ def _native_result(
 ) -> torch.Tensor:
     """The adversarial modality in the caller's dtype and device: untouched elements bit-identical to
     the caller's, the valid range and the Linf / L2 budget kept exactly (every rounding goes toward
-    the clean value, so no element moves further than the attack moved it)."""
+    the clean value, so no element moves further than the attack moved it); an L1 budget likewise."""
     adv = torch.where(adv == clean_work, clean_work, adv).to(torch.float64)
     clean64 = clean_caller.detach().to(device=adv.device, dtype=torch.float64)
     delta = adv - clean_work.to(torch.float64)
@@ -253,8 +256,8 @@ def _native_result(
             if eps_t.ndim == 1:  # per element, flattened per sample
                 eps_t = eps_t.view(clean64.shape[1:])
             adv = clean64 + torch.maximum(torch.minimum(d, eps_t), -eps_t)
-        elif norm == "2":
-            norms = d.flatten(1).norm(dim=1).clamp_min(1e-300)
+        elif norm in ("2", "1"):  # the budget kept through the rounding to the caller's dtype (shrinks only)
+            norms = d.flatten(1).norm(p=int(norm), dim=1).clamp_min(1e-300)
             factor = torch.clamp(float(eps_t.max()) / norms, max=1.0).view(-1, *([1] * (d.ndim - 1)))
             adv = clean64 + d * factor
     adv = torch.where(unchanged, clean64, adv)

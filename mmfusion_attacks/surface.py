@@ -525,6 +525,17 @@ class AttackSurface(nn.Module):
         except RowAlignmentError as err:
             raise RowAlignmentError(f"{err} {self._advice()}") from None
 
+    def check_attack_inputs(self, x: torch.Tensor) -> None:
+        """Refuse an attack called on rows that are not the bound examples (:meth:`ContextTable.check_entry`);
+        a toolkit adapter calls this before the attack's first query. Nothing frozen or nothing bound:
+        nothing to check (an unbound surface raises at its first query)."""
+        if not self.frozen or self._table is None:
+            return
+        try:
+            self._table.check_entry(x, where=f"attack surface for {list(self.attacked)} (frozen {list(self.frozen)})")
+        except RowAlignmentError as err:
+            raise RowAlignmentError(f"{err} {self._advice()}") from None
+
     def _context_for(self, x: torch.Tensor) -> dict[str, Any]:
         if not self.frozen:
             return {}  # nothing frozen: no context needed; unpack() resolves the declared packing

@@ -143,6 +143,11 @@ def test_predict_restores_mode():
     fm = FusionModel(TinyFusionClassifier(), ["rgb", "ir"]).train()
     pred = fm.predict(make_batch())
     assert pred.shape == (3,) and fm.training
+    first = next(m for m in fm.model.modules() if m is not fm.model)
+    first.eval()  # a training model with one module kept in eval (frozen batch norm): modes stay mixed
+    modes = [m.training for m in fm.modules()]
+    fm.predict(make_batch())
+    assert [m.training for m in fm.modules()] == modes and not first.training
 
 
 def test_text_modality_passes_through_a_custom_call():

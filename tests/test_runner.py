@@ -207,6 +207,19 @@ def test_toolkit_budget_and_range_violations_are_caught(classifier, cls_labels):
         run_attack(_Overshoot(to_torchattacks(classifier, "ir"), eps=1.0, shift=0.5), batch, cls_labels)
 
 
+def test_an_l1_budget_is_checked_like_the_others(classifier, cls_labels):
+    """An attack declaring an L1 budget it does not keep is refused, as for Linf and L2; ART's L1 attacks
+    keep theirs and come back within it in the caller's units."""
+    over = _Overshoot(to_torchattacks(classifier, "ir"), eps=1.0, shift=0.05)
+    over.norm = "L1"
+    with pytest.raises(InvariantViolationError, match="L1 budget 1"):
+        run_attack(over, interior_batch(), cls_labels)
+    batch = interior_batch()
+    r = run_attack(ae.ProjectedGradientDescent(to_art(classifier, "rgb"), norm=1, eps=2.0, eps_step=1.0, max_iter=3, verbose=False), batch, cls_labels)
+    assert r.budget["rgb"] == ("1", 2.0)
+    assert float((r.inputs["rgb"].double() - batch["rgb"].double()).flatten(1).abs().sum(1).max()) <= 2.0
+
+
 def test_unknown_attacks_default_to_one_sample_at_a_time(classifier, cls_labels):
     atk = _Overshoot(to_torchattacks(classifier, "ir"), eps=0.1, shift=0.01)
     assert run_attack(atk, interior_batch(), cls_labels).batching == "sample"

@@ -214,3 +214,41 @@ def test_feature_squeezing_on_a_float32_model(classifier, batch, cls_labels):
     assert est.loss_gradient(x, np.eye(CLASSES)[cls_labels.numpy()]).dtype == np.float32
     est.set_context(batch, radius=1 / 16)  # declared: within half a 4-bit step
     assert est.predict(x).dtype == np.float32
+
+
+def test_arts_other_entry_points_keep_modes_gradients_and_frozen_dtypes(classifier, batch, cls_labels):
+    """get_activations, fit_generator and custom_loss_gradient (FeatureAdversaries' path) restore every
+    module's mode and keep the user's gradients, as predict / fit / loss_gradient do; a float64 frozen
+    modality is held bit-identical (only ART's x is float32)."""
+    from art.data_generators import PyTorchDataGenerator
+
+    y = np.eye(CLASSES)[cls_labels.numpy()].astype(np.float32)
+
+    def state():
+        return [m.training for m in classifier.modules()], [p.requires_grad for p in classifier.parameters()]
+
+    classifier.train()
+    before = state()
+    est = to_art(classifier, "rgb", context=batch, optimizer=torch.optim.SGD(classifier.parameters(), lr=0.01))
+    x = est.x_for(batch)
+    est.get_activations(x, 0, batch_size=len(x))
+    assert state() == before
+    classifier.eval()
+    before = state()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=len(x))
+    est.fit_generator(PyTorchDataGenerator(loader, size=len(x), batch_size=len(x)), nb_epochs=1)
+    assert state() == before
+    classifier(batch).sum().backward()
+    grads = [p.grad.clone() for p in classifier.parameters()]
+    est.custom_loss_gradient(lambda d, p=2: d.norm(p=p), x[:1], x[1:2] + 0, layer_name=est.layer_names[0])
+    assert all(torch.equal(p.grad, g) for p, g in zip(classifier.parameters(), grads)) and state() == before
+
+    torch.manual_seed(0)
+    fusion64 = FusionModel(TinyFusionClassifier().double(), ["rgb", "ir"], num_classes=CLASSES)
+    b64 = {k: v.double() for k, v in batch.items()}
+    b64["ir"] = b64["ir"] + 1e-12  # detail below float32's resolution
+    seen = []
+    fusion64.model.register_forward_pre_hook(lambda m, a, k: seen.append(k["ir"].clone()), with_kwargs=True)
+    est64 = to_art(fusion64, "rgb", context=b64)
+    est64.predict(est64.x_for(b64))
+    assert seen and all(torch.equal(t, b64["ir"]) for t in seen)

@@ -250,6 +250,21 @@ def test_bare_text_needs_exactly_one_held_example_and_keys_must_be_known():
         wrapper([(CAPTION.format(tag=TAGS[0]), "##")])
 
 
+def test_an_attacker_on_a_plain_dataset_of_several_texts_is_refused():
+    """With one held example a bare text is paired with it: a plain Dataset of several captions (of other
+    examples) would pair every caption with that one image. Refused when the Attacker is built."""
+    from textattack.attack_recipes import DeepWordBugGao2018
+
+    wrapper = FusionModelWrapper(probe_model())
+    b = batch(3)
+    wrapper.examples({k: v[:1] for k, v in b.items()})
+    attack = DeepWordBugGao2018.build(wrapper)
+    args = textattack.AttackArgs(num_examples=1, disable_stdout=True, silent=True)
+    with pytest.raises(RowAlignmentError, match="plain Dataset of 3 rows"):
+        textattack.Attacker(attack, textattack.datasets.Dataset([(t, 1) for t in b["text"]]), args)
+    textattack.Attacker(attack, textattack.datasets.Dataset([(b["text"][0], 1)]), args)  # one row: its example is held
+
+
 def test_wrapper_refuses_tensor_modalities_and_surface_refuses_text():
     fusion = probe_model()
     with pytest.raises(UnsupportedAttackError, match="'image' is a image modality"):

@@ -410,3 +410,28 @@ def test_the_attackers_view_of_the_attack_pickles():
     clone = pickle.loads(pickle.dumps(attacker.attack))
     result = clone.attack(clone._dataset[0][0], 1)
     assert type(result).__name__ == "SuccessfulAttackResult"
+
+
+class _DriftingTowers(Towers):
+    """Hostile: every fusion step writes the image tower's weight through ``.data``."""
+
+    def fuse(self, features):
+        out = super().fuse(features)
+        self.image_proj.weight.data.mul_(1.5)
+        return out
+
+
+def test_the_feature_cache_is_checked_before_every_model_call_of_one_query():
+    """One query of several rows in calls of ``batch_size`` rows: a model that writes the image tower's
+    weights while it runs invalidates the cached features before the next call, not only the next query."""
+
+    def scores(cache):
+        torch.manual_seed(0)
+        fusion = FusionModel(_DriftingTowers(), [IMAGE, "text"], num_classes=2).eval()
+        wrapper = FusionModelWrapper(fusion, batch_size=1, cache_features=cache)
+        ex = wrapper.examples(towers_batch(1))[0]
+        return wrapper([(t, ex["example"]) for t in ["one two three", "one two four", "one two five"]]), wrapper.uses_towers
+
+    cached, uses_towers = scores(True)
+    assert uses_towers
+    assert torch.equal(cached, scores(False)[0])
