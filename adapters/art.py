@@ -775,3 +775,36 @@ def generate(attack: EvasionAttack, x: Any, y: Any = None, **kwargs: Any) -> np.
 
 
 register_driver(ArtDriver())
+
+
+def _mode_keeping(fit: Any) -> Any:
+    def fit_keeping_modes(self: Any, *args: Any, **kwargs: Any) -> Any:
+        estimator = getattr(self, "_classifier", None)
+        if not isinstance(estimator, _FusionEstimator):
+            return fit(self, *args, **kwargs)
+        with _kept_state(estimator.surface, params=False):
+            return fit(self, *args, **kwargs)
+
+    fit_keeping_modes.__doc__, fit_keeping_modes.__name__ = fit.__doc__, fit.__name__
+    fit_keeping_modes._mmfusion_hook = True  # type: ignore[attr-defined]
+    return fit_keeping_modes
+
+
+def _install_trainer_hooks() -> None:
+    """ART's adversarial trainers on a fusion estimator: every module's mode restored after ``fit`` (TRADES,
+    AWP, OAAT and the certified trainers drive the model directly and leave it in training mode; the
+    others go through the estimator's ``fit``, which already restores it). Other estimators: unchanged."""
+    from art.defences.trainer import Trainer
+
+    def subclasses(cls: type) -> Iterator[type]:
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for cls in {Trainer, *subclasses(Trainer)}:
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "_mmfusion_hook", False) and not getattr(fit, "__isabstractmethod__", False):
+            cls.fit = _mode_keeping(fit)
+
+
+_install_trainer_hooks()

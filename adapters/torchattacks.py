@@ -118,6 +118,13 @@ class TorchattacksDriver(AttackDriver):
                 "set_normalization_used() changes torchattacks' input contract; put mean/std inside the model "
                 "with FusionModel(normalize=...) instead"
             )
+        targeted_parts = [type(a).__name__ for a in getattr(attack, "attacks", None) or () if getattr(a, "targeted", False)]
+        if targeted_parts and not attack.targeted:
+            raise UnsupportedAttackError(
+                f"torchattacks.{type(attack).__name__} keeps a row once its prediction leaves the label (untargeted), "
+                f"but {targeted_parts} are targeted: their labels would be taken as targets and the run scored "
+                "untargeted. Run targeted attacks on their own"
+            )
         seg_ok = type(attack).__name__ in SEGMENTATION_SUPPORTED or getattr(attack, "supports_segmentation", False)
         if surface.fusion.task == "segmentation" and not seg_ok:
             raise UnsupportedAttackError(

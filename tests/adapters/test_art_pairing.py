@@ -258,3 +258,31 @@ def test_near_duplicate_frames_raise_rather_than_mispair(kind):
         trainer.fit(x, onehot(labels), **kwargs)  # perturbed frames lie as near their neighbours as their own
     bad, seen = mispaired(probe)
     assert bad == 0 and seen >= N
+
+
+@pytest.mark.parametrize("trainer", ["TRADES", "AWP"])
+def test_trainers_that_drive_the_model_directly_leave_its_modes_as_they_were(trainer):
+    """TRADES and AWP set the model to training mode themselves (not through the estimator's fit): the
+    adapter's hook on ART's trainers restores every module's mode, frozen batch norm included."""
+    from art.defences.trainer import AdversarialTrainerAWPPyTorch, AdversarialTrainerTRADESPyTorch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    probe = Probe()
+    fusion = FusionModel(probe, ["rgb", "ir"], num_classes=CLASSES)
+    batch, labels = probe_batch(), torch.arange(N) % CLASSES
+    est = estimator(fusion, batch, "ir")
+    fusion.train()
+    kept_in_eval = next(m for m in fusion.model.modules() if isinstance(m, nn.BatchNorm2d))
+    kept_in_eval.eval()
+    modes = [m.training for m in fusion.modules()]
+    pgd = ae.ProjectedGradientDescent(est, eps=8 / 255, eps_step=2 / 255, max_iter=2, verbose=False)
+    if trainer == "TRADES":
+        AdversarialTrainerTRADESPyTorch(est, pgd, beta=6.0).fit(est.x_for(batch), onehot(labels), batch_size=4, nb_epochs=1)
+    else:
+        import copy
+
+        proxy = copy.deepcopy(est)
+        AdversarialTrainerAWPPyTorch(est, proxy, pgd, mode="PGD", gamma=0.01, beta=6.0, warmup=0).fit(
+            est.x_for(batch), onehot(labels), batch_size=4, nb_epochs=1)
+    assert [m.training for m in fusion.modules()] == modes

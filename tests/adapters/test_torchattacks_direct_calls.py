@@ -9,7 +9,7 @@ import torchattacks
 from conftest import CLASSES, TinyFusionClassifier, make_batch
 from mmfusion_attacks.adapters.torchattacks import to_torchattacks
 
-from mmfusion_attacks import FusionModel, RowAlignmentError, UnsupportedAttackError
+from mmfusion_attacks import FusionModel, RowAlignmentError, UnsupportedAttackError, run_attack
 
 
 def _fusion():
@@ -65,3 +65,15 @@ def test_direct_calls_get_the_adapters_refusals_and_keep_mixed_modes():
     finally:
         surface.unbind()
     assert [m.training for m in fusion.modules()] == modes
+
+
+def test_a_multiattack_with_targeted_parts_is_refused():
+    """MultiAttack scores untargeted; a targeted part would take the labels as targets."""
+    fusion = _fusion()
+    surface = to_torchattacks(fusion, "ir")
+    targeted = _pgd(surface)
+    targeted.set_mode_targeted_by_label()
+    multi = torchattacks.MultiAttack([_pgd(surface), targeted])
+    with pytest.raises(UnsupportedAttackError, match="targeted"):
+        run_attack(multi, make_batch(n=3), torch.tensor([0, 1, 2]))
+    run_attack(torchattacks.MultiAttack([_pgd(surface), _pgd(surface)]), make_batch(n=3), torch.tensor([0, 1, 2]))
