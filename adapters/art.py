@@ -708,7 +708,7 @@ class ArtDriver(AttackDriver):
                     return plain(x_i, y=y, **kwargs)
                 finally:
                     surface._table = outer
-                    table.fallback = k  # ART predicts the inner attacker's output next: same example
+                    table.fallback = k  # ART's next query predicts the inner attacker's output: same example (that query only)
 
             inner.generate = generate_one
             return inner

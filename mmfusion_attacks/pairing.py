@@ -203,13 +203,15 @@ class ContextTable:
         magnitude = float(self._flat.abs().max()) if self._flat.numel() else 1.0
         eps = torch.finfo(self._flat.dtype).eps if self._flat.is_floating_point() else 0.0
         self.atol = _ABS_TOL + 4 * eps * max(1.0, magnitude)
-        #: an example to pair unpairable rows with (set by a driver that knows the toolkit's loop)
+        #: an example to pair the NEXT query's unpairable rows with (set by a driver that knows the toolkit's
+        #: loop; one query only: a later query of another example must not meet it)
         self.fallback: int | None = None
 
     # ------------------------------------------------------------------ pairing
     def pair(self, x: torch.Tensor, *, where: str = "") -> torch.Tensor:
         """Index of the bound example each row of ``x`` belongs to (``(M,)`` long, on CPU)."""
         m = int(x.shape[0])
+        fallback, self.fallback = self.fallback, None  # one query only
         if self.pairing == "broadcast":
             return torch.zeros(m, dtype=torch.long)
         q = x.detach().flatten(1)
@@ -257,14 +259,14 @@ class ContextTable:
             clear = (second - err >= MARGIN**2 * (d1 + err)) & (d1 + err <= REACH**2 * max(1, len(self.radius)))
             out = torch.where(far & clear, w2.argmin(1), out)
         unresolved = out < 0
-        if bool(unresolved.any()) and self.fallback is not None and order is None:
+        if bool(unresolved.any()) and fallback is not None and order is None:
             # a driver's fallback example, for rows content cannot pair: only where no example is within
             # the radius, or the fallback is among those that are
             near_rows, near_cols = rows[within], cols[within]
             for j in unresolved.nonzero().flatten().tolist():
                 keys_j = near_cols[near_rows == j]
-                if len(keys_j) == 0 or bool((keys_j == self.fallback).any()):
-                    out[j] = self.fallback
+                if len(keys_j) == 0 or bool((keys_j == fallback).any()):
+                    out[j] = fallback
         problems = [(j, "ambiguous" if bool(near_any[j]) else "none") for j in (out < 0).nonzero().flatten().tolist()]
         if problems:
             raise RowAlignmentError(self._explain(q, problems, where, gmin, order))

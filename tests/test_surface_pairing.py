@@ -107,3 +107,19 @@ def test_a_scaled_copy_next_to_a_dark_example_is_refused(fm):
         assert torch.equal(s.pair(x / 2), torch.arange(4))  # nothing contradicts the order
         with pytest.raises(RowAlignmentError, match=f"{MARGIN:g} times nearer to example 0"):
             s.pair(x / 16)
+
+
+def test_a_drivers_fallback_example_serves_the_next_query_only(fm):
+    """ART's universal loop: the query right after the inner attacker (its output, possibly far) is paired
+    with that attacker's example; a later query of another example that content finds ambiguous (two
+    near-duplicate frames with different thermal images) must raise, not meet the earlier example."""
+    frames = make_batch(n=2)
+    frames["rgb"][1] = (frames["rgb"][0] + 0.2 * EPS).clamp(0, 1)  # within the radius of each other
+    s = fm.surface("rgb")
+    with s.bound(frames) as x:
+        s.context.fallback = 0
+        assert int(s.pair(x[1:])) == 1  # exact: content decides (and the fallback is used up)
+        s.context.fallback = 0
+        assert int(s.pair(x[1:] + 0.5 * EPS)) == 0  # ambiguous: the fallback's query
+        with pytest.raises(RowAlignmentError, match="several bound examples"):
+            s.pair(x[1:] + 0.5 * EPS)  # the next query: no fallback any more
