@@ -172,7 +172,11 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(spec_to_yaml(spec), end="")
         return 0
     out = Path(args.out) if args.out else Path("runs") / path.stem
-    summary = run_spec(spec, out, progress=not args.quiet, only=args.only)
+    try:
+        summary = run_spec(spec, out, progress=not args.quiet, only=args.only)
+    except SpecError as exc:  # refused by the run's pre-flight (e.g. include_classes past the model's classes)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if summary is None:  # a rank other than 0 of a distributed run
         return 0
     print(console_text(summary, out))

@@ -15,24 +15,58 @@ from typing import Any
 from .errors import UnsupportedAttackError
 from .fusion import FusionModel
 
-__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets"]
+__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets", "recipe_options"]
 
 Recipe = Callable[..., Any]
 _RECIPES: dict[tuple[str, str], Recipe] = {}
 _TARGETS: dict[str, str] = {}
+_BUILDS: dict[tuple[str, str], tuple[str | None, frozenset[str]]] = {}
+#: what make_attack sets for every recipe (the harness passes them per cell)
+_MAKE_ATTACK_SETS = frozenset({"eps", "steps", "toolkit"})
 
 
-def register_recipe(name: str, toolkit: str, *, targets: str | None = None) -> Callable[[Recipe], Recipe]:
+def register_recipe(
+    name: str, toolkit: str, *, targets: str | None = None, builds: str | None = None, sets: Sequence[str] = ()
+) -> Callable[[Recipe], Recipe]:
     """``targets="least-likely"`` marks a targeted recipe whose per-pixel targets are the clean model's
-    least likely classes (the grid computes them and passes ``targets=`` to :func:`run_attack`)."""
+    least likely classes (the grid computes them and passes ``targets=`` to :func:`run_attack`).
+    ``builds="module:Class"`` names the toolkit class it configures and ``sets`` the options it gives that
+    class itself, so :func:`recipe_options` can check a spec's extra options before any work."""
 
     def add(fn: Recipe) -> Recipe:
         _RECIPES[(name.lower(), toolkit)] = fn
+        _BUILDS[(name.lower(), toolkit)] = (builds, frozenset(sets))
         if targets:
             _TARGETS[name.lower()] = targets
         return fn
 
     return add
+
+
+def recipe_options(name: str, toolkit: str) -> tuple[frozenset[str], frozenset[str] | None]:
+    """For ``make_attack(name, ..., toolkit=toolkit, **options)``: the options set already (by make_attack
+    or the recipe: given again they would clash) and the options accepted (``step_size``, the recipe's own
+    keyword parameters, the built class's; None: not known, e.g. a class taking ``**kwargs``). Imports the
+    toolkit class."""
+    import importlib
+    import inspect
+
+    key = (name.lower(), toolkit)
+    if key not in _RECIPES:
+        raise KeyError(f"no recipe '{name}' for toolkit '{toolkit}'; available: {list_recipes()}")
+    builds, sets = _BUILDS[key]
+    reserved = _MAKE_ATTACK_SETS | sets
+    params = list(inspect.signature(_RECIPES[key]).parameters.values())[5:]  # after (fusion, attacked, eps, step, steps)
+    accepted = {"step_size"} | {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        if builds is None:
+            return reserved, None
+        module, _, attr = builds.partition(":")
+        cls_params = list(inspect.signature(getattr(importlib.import_module(module), attr)).parameters.values())[1:]  # after the model
+        if any(p.kind == p.VAR_KEYWORD for p in cls_params):
+            return reserved, None
+        accepted |= {p.name for p in cls_params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return reserved, frozenset(accepted - reserved)
 
 
 def recipe_targets(name: str) -> str | None:
@@ -102,7 +136,7 @@ def make_attack(
 
 
 # ---------------------------------------------------------------- torchattacks
-@register_recipe("fgsm", "torchattacks")
+@register_recipe("fgsm", "torchattacks", builds="torchattacks:FGSM", sets=("eps",))
 def _ta_fgsm(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
@@ -110,7 +144,7 @@ def _ta_fgsm(fusion, attacked, eps, step, steps, **kw):
     return torchattacks.FGSM(surface, eps=e, **kw)
 
 
-@register_recipe("pgd", "torchattacks")
+@register_recipe("pgd", "torchattacks", builds="torchattacks:PGD", sets=("eps", "alpha"))
 def _ta_pgd(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
@@ -130,7 +164,7 @@ def _art_budgets(est, *budgets: dict[str, float]):
     return arrays
 
 
-@register_recipe("fgsm", "art")
+@register_recipe("fgsm", "art", builds="art.attacks.evasion:FastGradientMethod", sets=("eps", "eps_step"))
 def _art_fgsm(fusion, attacked, eps, step, steps, **kw):
     from art.attacks.evasion import FastGradientMethod
 
@@ -141,7 +175,7 @@ def _art_fgsm(fusion, attacked, eps, step, steps, **kw):
     return FastGradientMethod(est, eps=e, eps_step=e, **kw)
 
 
-@register_recipe("pgd", "art")
+@register_recipe("pgd", "art", builds="art.attacks.evasion:ProjectedGradientDescent", sets=("eps", "eps_step", "max_iter"))
 def _art_pgd(fusion, attacked, eps, step, steps, **kw):
     from art.attacks.evasion import ProjectedGradientDescent
 
@@ -153,7 +187,7 @@ def _art_pgd(fusion, attacked, eps, step, steps, **kw):
     return ProjectedGradientDescent(est, eps=e, eps_step=s, max_iter=steps, **kw)
 
 
-@register_recipe("bim", "torchattacks")
+@register_recipe("bim", "torchattacks", builds="torchattacks:BIM", sets=("eps", "alpha"))
 def _ta_bim(fusion, attacked, eps, step, steps, **kw):
     import torchattacks
 
@@ -161,7 +195,7 @@ def _ta_bim(fusion, attacked, eps, step, steps, **kw):
     return torchattacks.BIM(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
-@register_recipe("fgsm2", "torchattacks", targets="least-likely")
+@register_recipe("fgsm2", "torchattacks", targets="least-likely", builds="torchattacks:FGSM", sets=("eps",))
 def _ta_fgsm2(fusion, attacked, eps, step, steps, **kw):
     """FGSM II: one step towards each pixel's least-likely class."""
     atk = _ta_fgsm(fusion, attacked, eps, step, steps, **kw)
@@ -169,7 +203,7 @@ def _ta_fgsm2(fusion, attacked, eps, step, steps, **kw):
     return atk
 
 
-@register_recipe("ifgsm2", "torchattacks", targets="least-likely")
+@register_recipe("ifgsm2", "torchattacks", targets="least-likely", builds="torchattacks:BIM", sets=("eps", "alpha"))
 def _ta_ifgsm2(fusion, attacked, eps, step, steps, **kw):
     """Iterative FGSM II: BIM towards each pixel's least-likely class."""
     atk = _ta_bim(fusion, attacked, eps, step, steps, **kw)
@@ -177,7 +211,7 @@ def _ta_ifgsm2(fusion, attacked, eps, step, steps, **kw):
     return atk
 
 
-@register_recipe("eotpgd", "torchattacks")
+@register_recipe("eotpgd", "torchattacks", builds="torchattacks:EOTPGD", sets=("eps", "alpha"))
 def _ta_eotpgd(fusion, attacked, eps, step, steps, eot_iter: int = 8, **kw):
     """PGD with expectation over the model's randomness (torchattacks.EOTPGD)."""
     import torchattacks
@@ -186,7 +220,7 @@ def _ta_eotpgd(fusion, attacked, eps, step, steps, eot_iter: int = 8, **kw):
     return torchattacks.EOTPGD(surface, eps=e, alpha=a, steps=steps, eot_iter=eot_iter, **kw)
 
 
-@register_recipe("segpgd", "torchattacks")
+@register_recipe("segpgd", "torchattacks", builds="mmfusion_attacks.attacks:SegPGD", sets=("eps", "alpha"))
 def _segpgd(fusion, attacked, eps, step, steps, **kw):
     from .attacks import SegPGD
 
@@ -194,7 +228,7 @@ def _segpgd(fusion, attacked, eps, step, steps, **kw):
     return SegPGD(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
-@register_recipe("cospgd", "torchattacks")
+@register_recipe("cospgd", "torchattacks", builds="mmfusion_attacks.attacks:CosPGD", sets=("eps", "alpha"))
 def _cospgd(fusion, attacked, eps, step, steps, **kw):
     from .attacks import CosPGD
 
@@ -202,7 +236,7 @@ def _cospgd(fusion, attacked, eps, step, steps, **kw):
     return CosPGD(surface, eps=e, alpha=a, steps=steps, **kw)
 
 
-@register_recipe("bim", "art")
+@register_recipe("bim", "art", builds="art.attacks.evasion:BasicIterativeMethod", sets=("eps", "eps_step", "max_iter"))
 def _art_bim(fusion, attacked, eps, step, steps, **kw):
     from art.attacks.evasion import BasicIterativeMethod
 
@@ -214,18 +248,18 @@ def _art_bim(fusion, attacked, eps, step, steps, **kw):
     return BasicIterativeMethod(est, eps=e, eps_step=s, max_iter=steps, **kw)
 
 
-@register_recipe("fgsm2", "art", targets="least-likely")
+@register_recipe("fgsm2", "art", targets="least-likely", builds="art.attacks.evasion:FastGradientMethod", sets=("eps", "eps_step", "targeted"))
 def _art_fgsm2(fusion, attacked, eps, step, steps, **kw):
     return _art_fgsm(fusion, attacked, eps, step, steps, targeted=True, **kw)
 
 
-@register_recipe("ifgsm2", "art", targets="least-likely")
+@register_recipe("ifgsm2", "art", targets="least-likely", builds="art.attacks.evasion:BasicIterativeMethod", sets=("eps", "eps_step", "max_iter", "targeted"))
 def _art_ifgsm2(fusion, attacked, eps, step, steps, **kw):
     return _art_bim(fusion, attacked, eps, step, steps, targeted=True, **kw)
 
 
 # ---------------------------------------------------------------- ART: minimum-norm and black-box attacks
-@register_recipe("deepfool", "art")
+@register_recipe("deepfool", "art", builds="art.attacks.evasion:DeepFool", sets=("max_iter",))
 def _art_deepfool(fusion, attacked, eps, step, steps, **kw):
     """DeepFool (minimum-norm, white box): ``eps`` is not a budget; ``steps`` is its max_iter."""
     from art.attacks.evasion import DeepFool
@@ -236,7 +270,7 @@ def _art_deepfool(fusion, attacked, eps, step, steps, **kw):
     return DeepFool(to_art(fusion, attacked), max_iter=steps, **kw)
 
 
-@register_recipe("jsma", "art", targets="least-likely")
+@register_recipe("jsma", "art", targets="least-likely", builds="art.attacks.evasion:SaliencyMapMethod", sets=("theta",))
 def _art_jsma(fusion, attacked, eps, step, steps, **kw):
     """JSMA (ART's SaliencyMapMethod, white box, L0, always targeted: the least-likely class): ``eps`` is the
     change per feature (theta), in the estimator's units; gamma (the fraction of features) defaults to 0.1."""
@@ -251,7 +285,7 @@ def _art_jsma(fusion, attacked, eps, step, steps, **kw):
     return SaliencyMapMethod(est, theta=float(theta) if not hasattr(theta, "shape") else float(theta.max()), **kw)
 
 
-@register_recipe("square", "art")
+@register_recipe("square", "art", builds="art.attacks.evasion:SquareAttack", sets=("eps", "max_iter"))
 def _art_square(fusion, attacked, eps, step, steps, **kw):
     """Square attack (score-based black box, Linf): ``steps`` is its max_iter (queries per example)."""
     from art.attacks.evasion import SquareAttack
@@ -264,7 +298,7 @@ def _art_square(fusion, attacked, eps, step, steps, **kw):
     return SquareAttack(est, eps=e, max_iter=steps, **kw)
 
 
-@register_recipe("hopskipjump", "art")
+@register_recipe("hopskipjump", "art", builds="art.attacks.evasion:HopSkipJump", sets=("max_iter",))
 def _art_hopskipjump(fusion, attacked, eps, step, steps, **kw):
     """HopSkipJump (decision-based black box, minimum L2 norm): ``eps`` is not a budget; ``steps`` is its
     max_iter; max_eval / init_eval default low (CPU-sized)."""

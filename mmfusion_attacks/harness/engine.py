@@ -223,6 +223,8 @@ class _Qualitative:
 
     def __init__(self, out: Path, exp: ExperimentSpec, units: list[Unit], fusion: Any, labels_known: bool) -> None:
         self.out, self.exp, self.fusion, self.labels_known = out, exp, fusion, labels_known
+        # a panel is named by its unit (cell and seed): named by the cell alone, seed 1's overwrote seed 0's
+        self.names = {u.cell: f"{digest(_cell_config(u.cell), 12)}_seed{u.seed}" for u in units}
         attack_units = [u for u in units if u.info()["kind"] == "attack"]
         self.draw = set()
         for subset in dict.fromkeys(tuple(u.info()["attacked"]) for u in attack_units):
@@ -245,7 +247,7 @@ class _Qualitative:
                         out.append({"kind": "text", "modality": name, "original": before, "adversarial": after})
             if self.fusion.task == "segmentation" and cell in self.draw:
                 for i in range(n):
-                    rel = f"qualitative/{self.exp.name}/{digest(_cell_config(cell), 12)}_{i}.png"
+                    rel = f"qualitative/{self.exp.name}/{self.names[cell]}_{i}.png"
                     self._draw(self.out / rel, inputs, res, labels, clean_pred, i)
                     out.append({"kind": "segmentation", "path": rel, "index": i})
 
@@ -298,6 +300,29 @@ class _Models:
         return fusion.use_amp() if self.spec.amp else fusion
 
 
+def _check_include_classes(exp: ExperimentSpec, fusion: Any, num_classes: int | None, source: str) -> None:
+    """``include_classes`` against the model: a classifier has no pixel means to restrict (it was ignored),
+    a class id past the model's classes crashed after every record was computed."""
+    from .spec import SpecError
+
+    where = f"experiments.{exp.name}.include_classes"
+    if fusion.task != "segmentation":
+        raise SpecError([f"{where}: the model is a {fusion.task} model; include_classes picks the classes of a segmentation "
+                         "model's mIoU / mAcc: remove it"], source)
+    bad = [k for k in exp.include_classes or () if num_classes is not None and k >= num_classes]
+    if bad:
+        raise SpecError([f"{where}: class(es) {bad} do not exist: the model has {num_classes} classes (0..{num_classes - 1})"], source)
+
+
+def _preflight(experiments: Sequence[ExperimentSpec], spec: RunSpec, models: _Models) -> None:
+    """What needs a model checked for every experiment before the first one runs (models are built once
+    and kept for the run, so building them here costs nothing extra)."""
+    for exp in experiments:
+        if exp.kind == "grid" and exp.include_classes is not None:
+            fusion = models(exp.model)
+            _check_include_classes(exp, fusion, fusion.num_classes, spec.source)
+
+
 def _seed_for(units_by_cell: dict[Any, Unit], base: int):
     def seed(cell: Any, batch: int) -> int:
         return int(digest({"unit": units_by_cell[cell].key, "batch": batch, "seed": base}, 15), 16)
@@ -324,6 +349,12 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
         from ..errors import InputError
 
         raise InputError(f"experiment {exp.name}: the model reads {missing}, which the data ({data_mods}) does not have")
+    if exp.include_classes is not None and fusion.task == "segmentation" and fusion.num_classes is None:
+        from .grid import _to_device
+
+        inputs, _ = data.examples(0, 1)  # one forward for the class count, before any record
+        with torch.no_grad():
+            _check_include_classes(exp, fusion, int(fusion(_to_device(inputs, fusion.device, inputs)).shape[1]), spec.source)
     sanity_mods = [m for m, mod in fusion.modalities.items() if mod.is_tensor and mod.valid_range is not None]
     units = experiment_units(exp, spec, sanity_mods)
     for u in units:
@@ -391,11 +422,14 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * world if rank == 0 else None
-        dist.gather_object((collected, made), gathered, dst=0)
-        if rank == 0:
-            for part, part_made in gathered:
+        dist.gather_object((collected, made, computed, reused), gathered, dst=0)
+        if rank == 0:  # every rank's records and counts (rank 0's alone undercounted)
+            computed = reused = 0
+            for part, part_made, part_computed, part_reused in gathered:
                 collected.update(part)
                 made.update(part_made)
+                computed += part_computed
+                reused += part_reused
     collected = {k: restore_floats(v) for k, v in collected.items()}
     return {"units": units, "collected": collected, "made": made, "shards": [s[0] for s in shards], "clean_key": clean_key, "data": data,
             "fusion": fusion, "computed": computed, "reused": reused, "seconds": time.time() - start}
@@ -479,11 +513,14 @@ def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsS
         import torch.distributed as dist
 
         gathered: list[Any] = [None] * world if rank == 0 else None
-        dist.gather_object((collected, made), gathered, dst=0)
-        if rank == 0:
-            for part, part_made in gathered:
+        dist.gather_object((collected, made, computed, reused), gathered, dst=0)
+        if rank == 0:  # every rank's records and counts (rank 0's alone undercounted)
+            computed = reused = 0
+            for part, part_made, part_computed, part_reused in gathered:
                 collected.update(part)
                 made.update(part_made)
+                computed += part_computed
+                reused += part_reused
     return {"key": key, "collected": collected, "made": made, "shards": [s[0] for s in shards], "data": data, "sources": list(sources),
             "targets": list(targets), "task": next(iter(targets.values())).task, "modalities": list(next(iter(targets.values())).modalities),
             "eps_255": eps_255, "computed": computed, "reused": reused, "seconds": time.time() - start}
@@ -529,7 +566,7 @@ def summarize_transfer(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, An
                      "sources": run["sources"], "targets": run["targets"], "attack": attack, "eps_255": run["eps_255"],
                      "attacked": list(t["attacked"]), "eval_repeats": t.get("eval_repeats", 1)},
         "confusion": {**{f"clean {k}": total("clean", k).tolist() for k in first["clean"]}, **confusion},
-        "table": exp.table, "seconds": round(run["seconds"], 1),
+        "seconds": round(run["seconds"], 1),
         "shards": {"done": len(shards), "total": len(shards), "records_computed": run["computed"], "records_reused": run["reused"]},
     }
     from .validity import annotate_rows, check_experiment
@@ -601,7 +638,7 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
         "name": exp.name, "kind": "grid", "task": fusion.task, "title": exp.title or f"{exp.name}: {exp.model['name']} on {exp.data['name']}",
         "description": description, "metric": "accuracy" if classification else "mIoU", "clean": clean_summary,
         "modalities": list(fusion.modalities), "rows": rows, "raw_rows": raw_rows, "qualitative": qualitative, "transfer": None,
-        "confusion": confusions, "table": exp.table, "seconds": round(run["seconds"], 1),
+        "confusion": confusions, "seconds": round(run["seconds"], 1),
         "shards": {"done": len(shards), "total": len(shards), "records_computed": run["computed"], "records_reused": run["reused"]},
     }
     from .validity import annotate_rows, check_experiment
@@ -632,12 +669,13 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
     device = resolve_device(spec.device)
     rank, world, device = _setup_distributed(device)
     _warn_oversubscribed(torch.get_num_threads(), int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    experiments = [e for e in spec.experiments if only is None or e.name in only]
+    models = _Models(spec, device, progress and rank == 0)
+    _preflight(experiments, spec, models)  # before anything is written
     store = ResultsStore(out)
     if rank == 0:
         atomic_write_text(out / "spec.yaml", spec_to_yaml(spec))
-    experiments = [e for e in spec.experiments if only is None or e.name in only]
     entries = []
-    models = _Models(spec, device, progress and rank == 0)
     for exp in experiments:
         if exp.kind == "transfer":
             run = _run_transfer_experiment(exp, spec, store, rank=rank, world=world, device=device, progress=progress, models=models)
@@ -649,15 +687,21 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
                 if store.load((exp.name, key, shard), identity) is None:
                     store.save((exp.name, key, shard), identity, payload)
             entries.append(summarize_transfer(exp, run) if exp.kind == "transfer" else summarize(exp, run))
+    invalid = [(str(p), r) for p, r in store.invalid]
     if world > 1:
         import torch.distributed as dist
 
+        # records found unusable on every rank (each loads its own shards), not rank 0's alone
+        parts: list[Any] = [None] * world if rank == 0 else None
+        dist.gather_object(invalid, parts, dst=0)
+        if rank == 0:
+            invalid = list(dict.fromkeys(item for part in parts for item in part))
         dist.barrier()
     if rank != 0:
         return None
     summary = {"name": spec.name, "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "spec_path": spec.source, "spec": spec_to_dict(spec), "world_size": world, "device": device,
-               "invalid_records": [{"path": str(p), "reason": r} for p, r in store.invalid], "experiments": entries}
+               "invalid_records": [{"path": p, "reason": r} for p, r in invalid], "experiments": entries}
     write_summary(summary, out)
     return summary
 

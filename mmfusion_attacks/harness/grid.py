@@ -294,7 +294,7 @@ def _build_step(step: Step, fusion: FusionModel, spec: GridSpec) -> Any:
     if not all(m in fusion.modalities for m in step.attacked):
         return None
     if step.kind == "attack":
-        return make_attack(step.name, fusion, step.attacked, toolkit=step.toolkit, eps=step.amount, steps=step.steps, **spec.attack_kwargs.get(step.name, {}))
+        return make_attack(step.name, fusion, step.attacked, toolkit=step.toolkit, eps=step.amount, steps=step.steps, **spec.attack_kwargs.get(step.name.lower(), {}))
     from ..adapters.textattack import FusionModelWrapper
     from ..text.augment import SynonymSubstitution, WordDeletion
     from ..text.recipes import build_text_attack
@@ -302,7 +302,7 @@ def _build_step(step: Step, fusion: FusionModel, spec: GridSpec) -> Any:
     (text,) = step.attacked
     if step.kind == "text-attack":
         budget = int(step.amount) if step.amount else None
-        return build_text_attack(step.name, FusionModelWrapper(fusion, text, long_text="skip"), query_budget=budget, **spec.attack_kwargs.get(step.name, {}))
+        return build_text_attack(step.name, FusionModelWrapper(fusion, text, long_text="skip"), query_budget=budget, **spec.attack_kwargs.get(step.name.lower(), {}))
     augmenters = {"synonym": SynonymSubstitution, "deletion": WordDeletion}
     if step.name not in augmenters:
         raise KeyError(f"unknown text augmentation '{step.name}'; choose from {sorted(augmenters)}")
@@ -563,7 +563,7 @@ def transfer_confusions(
     per_source = {s: attack if isinstance(attack, str) else attack[s] for s in sources}
     kwargs = attack_kwargs or {}
     built = {
-        s: make_attack(per_source[s], m, attacked, toolkit=toolkit, eps=eps_255 / 255, steps=steps, **kwargs.get(per_source[s], {}))
+        s: make_attack(per_source[s], m, attacked, toolkit=toolkit, eps=eps_255 / 255, steps=steps, **kwargs.get(per_source[s].lower(), {}))
         for s, m in sources.items()
     }
     clean: dict[str, SegmentationMetrics] = {}

@@ -228,7 +228,8 @@ def _read_image(out_dir: Path, rel: Any) -> tuple[str, bytes] | None:
 
 def robustness_figures(exp: Mapping[str, Any], out_dir: str | Path, taken: set[str] | None = None) -> list[CurveFigure]:
     """One PNG per (attack, toolkit, steps) over rows of kind "attack": headline metric against eps, one
-    line per attacked subset, clean as a dashed line. Saved under ``out_dir/figures/``."""
+    line per attacked subset (per subset and seed when the rows hold several seeds: one line through
+    every seed's points zigzags), clean as a dashed line. Saved under ``out_dir/figures/``."""
     from matplotlib.figure import Figure as MplFigure
 
     out_dir = Path(out_dir)
@@ -244,8 +245,10 @@ def robustness_figures(exp: Mapping[str, Any], out_dir: str | Path, taken: set[s
         fig = MplFigure(figsize=(5.0, 3.4), dpi=90)
         ax = fig.add_subplot()
         lines: dict[str, list[tuple[float, float]]] = {}
+        several = len({r.get("seed") for r in rows}) > 1
         for r in rows:
-            lines.setdefault(_attacked(r), []).append((_num(r["eps"]) * scale, _num(r[metric])))
+            label = f"{_attacked(r)} (seed {r.get('seed')})" if several else _attacked(r)
+            lines.setdefault(label, []).append((_num(r["eps"]) * scale, _num(r[metric])))
         for subset, pts in lines.items():
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=subset)

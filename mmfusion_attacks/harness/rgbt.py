@@ -149,12 +149,12 @@ def build_spec(args: argparse.Namespace) -> RunSpec:
         if name == "grid":
             experiments.append(ExperimentSpec(
                 name="grid", title="the MFNet study's grid", **{**common, "qualitative": args.qualitative},
-                attacks=[a.lower() for a in args.attacks], eps_255=eps, subsets=subsets, table="rgbt-study",
+                attacks=[a.lower() for a in args.attacks], eps_255=eps, subsets=subsets,
                 include_classes=None if args.include_unlabeled else list(_OBJECTS)))
         elif name == "least-likely":
             experiments.append(ExperimentSpec(
                 name="least-likely", title="least-likely targeted attacks (FGSM II, iterative FGSM II)", **common,
-                attacks=["fgsm2", "ifgsm2"], eps_255=eps, subsets=subsets, table="rgbt-study"))
+                attacks=["fgsm2", "ifgsm2"], eps_255=eps, subsets=subsets))
         elif name == "transfer":
             models = {
                 f"{args.model}@100%": base,

@@ -22,14 +22,13 @@ in one :class:`SpecError`, each naming its field and its line in the file. The f
         attacks: [fgsm, pgd]
         eps_255: [10, 20, 40]      # or eps: [0.04, 0.08] in the modalities' own units
         subsets: [rgb, ir, rgb+ir]
-        seeds: [0]
-        attack_kwargs: {pgd: {alpha: 0.01}}
+        seeds: [0]                 # one row per seed; checks and curves are per seed
+        attack_kwargs: {pgd: {step_size: 0.01, random_start: false}}  # per attack (a name above); not eps / steps / alpha: set from the fields
         combos:    [{name: ..., steps: [{kind: attack|text-attack|text-augment, name, attacked, amount, toolkit, steps, seed}]}]
         joint:     [{name: ..., plan: [{modality, attack, budget, toolkit, steps, options}], orchestration, rounds, order}]
         worst_case: [{group: worst case, plan: [...], orchestration, rounds, success_fraction, skip_broken}]
         sanity: {attack: bim, steps: 20}   # an attack at an unbounded budget (the gradient-masking check); false: none
         qualitative: 1             # examples per attacked subset drawn in the report
-        table: default             # how the console prints it: default | rgbt-study | vl-study
         limit: null                # use only the first N examples of the data
         transfer: null             # a transfer experiment instead of a grid (below)
 
@@ -106,7 +105,7 @@ WRAPPERS = {
 DEFENCES = {"median": int, "gaussian": float}
 _TRANSFER_FIELDS = {"sources": dict, "targets": dict, "attack": (str, dict), "eps_255": float, "eps": float, "attacked": list,
                     "eval_repeats": int, "metric": str, "attack_kwargs": dict, "steps": int, "toolkit": str}
-TABLES = ("default", "rgbt-study", "vl-study")
+TABLES = ("default", "rgbt-study", "vl-study")  # kept for importers; the console table is the top-level ``table:``
 _PATH_KEYS = ("root", "data_root", "path", "paths", "weights")
 
 
@@ -142,7 +141,6 @@ class ExperimentSpec:
     worst_case: list[dict[str, Any]] = field(default_factory=list)
     sanity: dict[str, Any] | None = field(default_factory=lambda: {"attack": "bim", "steps": 10})
     qualitative: int = 1
-    table: str = "default"
     limit: int | None = None
     transfer: dict[str, Any] | None = None
 
@@ -307,15 +305,18 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
         return None
     before = len(c.problems)
     for key in exp:
-        if key not in _EXPERIMENT_FIELDS:
+        if key == "table":  # once documented here, never read: the console table is chosen for the whole run
+            c.add(path + (key,), "not a field of an experiment: the console table is the top-level 'table:' (one of "
+                  f"{', '.join(_preset_tables())}); remove it here")
+        elif key not in _EXPERIMENT_FIELDS:
             c.add(path + (key,), f"unknown field; an experiment has {sorted(_EXPERIMENT_FIELDS)}")
     for key in ("name", "model", "data"):
         if key not in exp:
             c.add(path, f"missing field '{key}'")
     simple = {"name": str, "title": str, "batch_size": int, "shard_size": int, "labels": str, "toolkit": str, "steps": int,
-              "qualitative": int, "table": str, "model": dict, "data": dict, "attacks": list, "eps_255": list, "eps": list,
+              "qualitative": int, "model": dict, "data": dict, "attacks": list, "eps_255": list, "eps": list,
               "subsets": list, "seeds": list, "attack_kwargs": dict, "combos": list, "joint": list, "worst_case": list,
-              "limit": int, "transfer": dict}
+              "limit": int, "transfer": dict, "include_classes": list}
     exp = dict(exp)
     for key, kind in simple.items():
         if key in exp and exp[key] is not None and not c.typed(exp[key], kind, path + (key,)):
@@ -331,13 +332,14 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
         c.add(path + ("shard_size",), f"must be a multiple of batch_size ({exp.get('batch_size', 8)}), got {exp['shard_size']}")
     if exp.get("labels", "auto") not in ("auto", "pseudo"):
         c.add(path + ("labels",), f"must be 'auto' or 'pseudo', got {exp['labels']!r}")
-    if exp.get("table", "default") not in TABLES:
-        c.add(path + ("table",), f"must be one of {list(TABLES)}, got {exp['table']!r}")
+    for j, k in enumerate(exp.get("include_classes") or []):
+        if not _is(k, int) or k < 0:
+            c.add(path + ("include_classes", j), f"must be a class index (an integer >= 0), got {k!r}")
     toolkit = exp.get("toolkit", "torchattacks")
     if toolkit not in ("torchattacks", "art"):
         c.add(path + ("toolkit",), f"must be 'torchattacks' or 'art', got {toolkit!r}")
-    # model
-    model = _model_entry(exp["model"], path + ("model",), c)
+    # model (a relative weights path is taken from the spec's folder, as for data and transfer models)
+    model = _model_entry(exp["model"], path + ("model",), c, base)
     # data
     data = dict(exp["data"])
     dpath = path + ("data",)
@@ -345,8 +347,9 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
         c.add(dpath + ("name",), "missing: a registered dataset name (e.g. synthetic-rgbt)")
     elif data["name"] != "rgbt-frames" and data["name"] not in DATASETS:
         c.add(dpath + ("name",), f"unknown dataset {data['name']!r}; registered: {', '.join([*DATASETS.names(), 'rgbt-frames'])}")
-    mpath = path + ("model",)
-    for mapping, mp in ((data, dpath), (model, mpath)):
+    else:
+        _data_option_problems(data, dpath, c)
+    for mapping, mp in ((data, dpath),):  # model paths (weights) are resolved by _model_entry
         for key in _PATH_KEYS:
             if key in mapping and mapping[key] is not None:
                 values = mapping[key] if isinstance(mapping[key], list) else [mapping[key]]
@@ -378,6 +381,8 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
     for j, s in enumerate(exp.get("subsets") or []):
         if not isinstance(s, str) or not all(s.split("+")):
             c.add(path + ("subsets", j), f"must be modality names joined by '+', e.g. rgb+ir, got {s!r}")
+    if exp.get("seeds") == []:
+        c.add(path + ("seeds",), "empty: give at least one seed (default [0])")
     for j, s in enumerate(exp.get("seeds") or []):
         if c.typed(s, int, path + ("seeds", j)) and not 0 <= s < 2**32:
             c.add(path + ("seeds", j), f"must be in [0, 2**32), got {s}")
@@ -400,13 +405,115 @@ def _experiment(exp: Any, path: tuple, c: _Checker, base: Path | None) -> Experi
                 c.add(path + ("sanity", "attack"), f"no attack recipe {sanity.get('attack')!r} for toolkit {tk!r}")
     else:
         sanity = None
+    attack_kwargs = _attack_kwargs(exp.get("attack_kwargs"), path + ("attack_kwargs",), c, exp.get("name"), toolkit,
+                                   _experiment_attacks(attacks, exp, sanity, toolkit))
+    if isinstance(transfer, dict) and isinstance(transfer.get("attack_kwargs"), dict):
+        tk = transfer.get("toolkit", toolkit)
+        named = transfer.get("attack", "fgsm")
+        named = list(named.values()) if isinstance(named, dict) else [named]
+        transfer["attack_kwargs"] = _attack_kwargs(transfer["attack_kwargs"], path + ("transfer", "attack_kwargs"), c, exp.get("name"),
+                                                   tk, {str(a).lower(): tk for a in named})
     if len(c.problems) > before:
         return None
     fields = {k: v for k, v in exp.items() if k in _EXPERIMENT_FIELDS and v is not None}
-    fields.update(model=model, data=data, sanity=sanity, attacks=attacks, transfer=transfer)
+    fields.update(model=model, data=data, sanity=sanity, attacks=attacks, transfer=transfer, attack_kwargs=attack_kwargs)
     fields["eps_255"] = [float(e) for e in fields.get("eps_255", [])]
     fields["eps"] = [float(e) for e in fields.get("eps", [])]
     return ExperimentSpec(**fields)
+
+
+def _preset_tables() -> list[str]:
+    from .tables import PRESET_TABLES
+
+    return sorted(PRESET_TABLES)
+
+
+def _data_option_problems(data: dict[str, Any], dpath: tuple, c: _Checker) -> None:
+    """The data keys against the dataset factory's signature: a misspelled key (``sise: 8``) is refused
+    with the others before any experiment runs, not when its experiment starts."""
+    import inspect
+
+    from ..data import DATASETS
+
+    if data["name"] == "rgbt-frames":
+        params, required = {"paths", "size"}, {"paths"}
+    else:
+        try:
+            sig = inspect.signature(DATASETS.get(data["name"]))
+        except (TypeError, ValueError):
+            return  # a factory without a readable signature: create_dataset reports its options
+        kinds = {p.kind for p in sig.parameters.values()}
+        if inspect.Parameter.VAR_KEYWORD in kinds:
+            return
+        named = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        params = {p.name for p in named}
+        required = {p.name for p in named if p.default is p.empty}
+    for key in data:
+        if key != "name" and key not in params:
+            c.add(dpath + (key,), f"dataset '{data['name']}' takes no option {key!r}; its options: {sorted(params)}")
+    for key in sorted(required - set(data)):
+        c.add(dpath, f"dataset '{data['name']}' needs the option '{key}'")
+
+
+def _experiment_attacks(attacks: list[str], exp: dict[str, Any], sanity: dict[str, Any] | None, toolkit: str) -> dict[str, str | None]:
+    """Every attack name the experiment runs (lower case) -> its toolkit (None: a text attack): what
+    ``attack_kwargs`` may name."""
+    names: dict[str, str | None] = {a: toolkit for a in attacks}
+    for combo in exp.get("combos") or []:
+        for step in (combo.get("steps") or []) if isinstance(combo, dict) else []:
+            if isinstance(step, dict) and step.get("kind") in ("attack", "text-attack") and isinstance(step.get("name"), str):
+                names.setdefault(step["name"].lower(), step.get("toolkit", toolkit) if step["kind"] == "attack" else None)
+    if sanity:
+        names.setdefault(str(sanity.get("attack", "bim")).lower(), sanity.get("toolkit", toolkit))
+    transfer = exp.get("transfer")
+    if isinstance(transfer, dict) and not transfer.get("attack_kwargs"):  # its own attack_kwargs, else the experiment's
+        named = transfer.get("attack", "fgsm")
+        for a in (named.values() if isinstance(named, dict) else [named]):
+            names.setdefault(str(a).lower(), transfer.get("toolkit", toolkit))
+    return names
+
+
+def _attack_kwargs(value: Any, path: tuple, c: _Checker, experiment: Any, toolkit: str, attacks: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+    """``attack_kwargs`` with lower-case keys (as ``attacks`` are), each naming an attack the experiment
+    runs, none setting what the harness sets itself (eps, steps, the step): a key that matches nothing
+    was silently dropped, a clashing one crashed mid-run."""
+    if not isinstance(value, dict):
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    for key, kwargs in value.items():
+        name = str(key).lower()
+        if name in out:
+            c.add(path + (key,), f"'{name}' is given twice (names are not case-sensitive)")
+            continue
+        if name not in attacks:
+            c.add(path + (key,), f"experiment '{experiment}' runs no attack {key!r}; its attacks: {sorted(attacks) or 'none'}")
+            continue
+        if not c.typed(kwargs, dict, path + (key,), "a mapping of the attack's options, e.g. {step_size: 0.01}"):
+            continue
+        if attacks[name] is not None:
+            reserved, accepted = attack_parameters(name, attacks[name])
+            for option in kwargs:
+                if option in reserved:
+                    hint = "; give step_size (in the modalities' units) for the step" if option in ("alpha", "eps_step") else ""
+                    c.add(path + (key, option), f"experiment '{experiment}': the harness sets {name}'s {option!r} itself (from eps_255 / eps, "
+                          f"steps){hint}")
+                elif accepted is not None and option not in accepted:
+                    c.add(path + (key, option), f"experiment '{experiment}': {name} ({attacks[name]}) takes no option {option!r}; "
+                          f"it takes {sorted(accepted)}")
+        out[name] = dict(kwargs)
+    return out
+
+
+def attack_parameters(name: str, toolkit: str) -> tuple[frozenset[str], frozenset[str] | None]:
+    """What ``make_attack(name, ..., **kwargs)`` may not be given (set by the harness or the recipe) and
+    what it accepts (None: unknown): the recipe's declaration (:func:`~mmfusion_attacks.recipes.recipe_options`;
+    imports the toolkit, only for attacks given kwargs)."""
+    from ..recipes import recipe_options
+
+    try:
+        return recipe_options(name, toolkit)
+    except KeyError:
+        return frozenset(), None  # no such recipe: reported with the attacks
 
 
 def _model_entry(value: Any, mpath: tuple, c: _Checker, base: Path | None = None) -> dict[str, Any]:

@@ -158,6 +158,12 @@ def _attack_label(attack: Any, toolkit: Any, steps: Any) -> str:
     return f"{label} ({', '.join(extra)})" if extra else label
 
 
+def _seed_text(seed: Any, rows: Sequence[Mapping[str, Any]]) -> str:
+    """" (seed N)" where the rows hold several seeds (each seed's rows are checked apart: pooling them
+    compared one seed's curve with another's)."""
+    return f" (seed {seed})" if seed is not None and len({r.get("seed") for r in rows}) > 1 else ""
+
+
 def _applies(row: Mapping[str, Any]) -> bool:
     return bool(row.get("applies", True))
 
@@ -182,7 +188,7 @@ def _check_monotone(rows: list[dict], metric: str, task: str, order: Sequence[st
         m = _score(r, metric)
         if m is None:
             continue
-        key = (_norm(r.get("attack")), r.get("toolkit"), r.get("steps"), _attacked(r))
+        key = (_norm(r.get("attack")), r.get("toolkit"), r.get("steps"), _attacked(r), r.get("seed"))  # one curve per seed
         groups.setdefault(key, []).append((float(r["eps"]), m, r["cell"]))
     out = []
     for key, pts in groups.items():
@@ -194,7 +200,7 @@ def _check_monotone(rows: list[dict], metric: str, task: str, order: Sequence[st
         label = _attack_label(attack, key[1], key[2])
         curve = " -> ".join(f"{_num(m)} ({_eps(e)})" for e, m, _ in pts)
         verb = "rises" if rises else "does not rise"
-        msg = f"{metric} {verb} with eps under {label} on {_subset_name(key[3], order)}: {curve}"
+        msg = f"{metric} {verb} with eps under {label} on {_subset_name(key[3], order)}{_seed_text(key[4], rows)}: {curve}"
         if rises:
             a, b = max(rises, key=lambda p: p[1][1] - p[0][1])
             msg += f" (largest rise +{_num(b[1] - a[1])}, from {_eps(a[0])} to {_eps(b[0])})"
@@ -209,7 +215,7 @@ def _check_iterative(rows: list[dict], metric: str, order: Sequence[str], tol: f
         name = _SINGLE_STEP_ALIASES.get(name, name) if name else name
         m = _score(r, metric)
         if r.get("kind") == "attack" and name in ("fgsm", "fgsm2") and r.get("eps") is not None and m is not None:
-            singles.setdefault((name, _eps_key(r["eps"]), _attacked(r)), []).append((r, m))
+            singles.setdefault((name, _eps_key(r["eps"]), _attacked(r), r.get("seed")), []).append((r, m))
     remedy = (f"the iterative attack is weaker than one step ({_PAPER} §5.2): raise steps / step size, add random "
               "restarts, check the gradient reaches the input (not zero or NaN) and the loss rises each step")
     out = []
@@ -218,7 +224,7 @@ def _check_iterative(rows: list[dict], metric: str, order: Sequence[str], tol: f
         m = _score(r, metric)
         if r.get("kind") != "attack" or single is None or r.get("eps") is None or m is None:
             continue
-        for s, sm in singles.get((single, _eps_key(r["eps"]), _attacked(r)), []):
+        for s, sm in singles.get((single, _eps_key(r["eps"]), _attacked(r), r.get("seed")), []):
             ok = m <= sm + tol
             rel = "<=" if ok else ">"
             msg = (f"{metric} under {_attack_label(r.get('attack'), r.get('toolkit'), r.get('steps'))} = {_num(m)} "
@@ -270,9 +276,9 @@ def _check_superset(rows: list[dict], metric: str, order: Sequence[str], tol: fl
         if m is None or not _attacked(r):
             continue
         if r.get("group") is not None:
-            key: tuple = ("group", r["group"])
+            key: tuple = ("group", r["group"], None, None, None, r.get("seed"))
         elif r.get("kind") == "attack":
-            key = ("attack", _norm(r.get("attack")), r.get("toolkit"), _eps_key(r.get("eps")), r.get("steps"))
+            key = ("attack", _norm(r.get("attack")), r.get("toolkit"), _eps_key(r.get("eps")), r.get("steps"), r.get("seed"))
         else:
             continue
         groups.setdefault(key, []).append((r, m))
@@ -287,7 +293,7 @@ def _check_superset(rows: list[dict], metric: str, order: Sequence[str], tol: fl
                 continue
             beaten = [(r, m) for r, m in subs if sm > m + tol]
             where = f"group '{key[1]}'" if key[0] == "group" else (
-                f"{_attack_label(sup.get('attack'), key[2], key[4])} at {_eps(sup.get('eps'))}")
+                f"{_attack_label(sup.get('attack'), key[2], key[4])} at {_eps(sup.get('eps'))}") + _seed_text(key[5], rows)
             sname = _subset_name(_attacked(sup), order)
             if beaten:
                 msg = f"{metric} in {where}: {sname} {_num(sm)} > " + ", ".join(

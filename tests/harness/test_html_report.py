@@ -153,3 +153,18 @@ def test_table_text_and_edge_cases(tmp_path):
 def test_word_diff():
     ops = word_diff("a b c", "a x c d")
     assert ops == [("equal", ["a"], ["a"]), ("replace", ["b"], ["x"]), ("equal", ["c"], ["c"]), ("insert", [], ["d"])]
+
+
+def test_curves_draw_one_line_per_subset_and_seed(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from mmfusion_attacks.harness.html_report import robustness_figures
+
+    rows = [{**_seg_row(e, ["rgb"], m), "seed": seed} for seed, ms in ((0, (0.5, 0.4)), (1, (0.3, 0.2))) for e, m in zip((4, 8), ms)]
+    lines = []
+    orig = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, x, y, *a, **k: (lines.append((k.get("label"), list(y))),
+                                                                                  orig(self, x, y, *a, **k))[1])
+    figs = robustness_figures({"name": "e", "metric": "mIoU", "clean": {"mIoU": 0.6}, "rows": rows}, tmp_path)
+    assert len(figs) == 1
+    assert sorted(lines) == [("rgb (seed 0)", [0.5, 0.4]), ("rgb (seed 1)", [0.3, 0.2])]

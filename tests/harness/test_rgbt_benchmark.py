@@ -82,7 +82,7 @@ def test_spec_round_trips_and_maps_the_options(tmp_path):
     default = build_spec(build_parser().parse_args([]))
     grid = default.experiment("grid")
     assert grid.attacks == ["fgsm", "pgd"] and grid.eps_255 == [10.0, 20.0, 40.0] and grid.subsets == ["rgb", "ir", "rgb+ir"]
-    assert grid.include_classes is None and grid.sanity is None and grid.table == "rgbt-study"
+    assert grid.include_classes is None and grid.sanity is None and default.table == "rgbt"  # the console table is the run's
     assert grid.model == {"name": "mfnet", "source": "synthetic-rgbt", "train_steps": 400, "size": [96, 128]}
     assert grid.data == {"name": "synthetic-rgbt", "split": "test", "size": 32, "height": 96, "width": 128, "seed": 0}
     assert list(default.experiment("transfer").transfer["sources"]) == ["mfnet@100%", "mfnet@75%", "mfnet@50%", "mfnet-multiscale",

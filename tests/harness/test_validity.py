@@ -229,3 +229,22 @@ def test_annotate_rows_and_format() -> None:
 def test_empty_experiment_has_no_checks() -> None:
     assert check_experiment({"task": "classification", "metric": "accuracy", "clean": {}, "rows": []}) == []
     assert format_checks([]) == "validity checks: 0 passed, 0 failed"
+
+
+def test_seeds_are_checked_apart_not_pooled():
+    """Each seed's PGD curve falls with eps; pooled, seed 1 at the small eps vs seed 0 at the large one
+    'rose' and every row was flagged (r5: seeds [0, 2, 3, 4])."""
+    rows = []
+    for seed, (small, large) in ((0, (0.50, 0.40)), (1, (0.30, 0.20))):
+        for eps, acc in ((2 / 255, small), (3 / 255, large)):
+            rows.append({**row(f"PGD {eps * 255:g}/255 on RGB (seed {seed})", attack="pgd", steps=4, eps=eps, accuracy=acc), "seed": seed})
+        rows.append({**row(f"FGSM 3/255 on RGB (seed {seed})", eps=3 / 255, accuracy=large + 0.05), "seed": seed})
+    exp = {"name": "s", "task": "classification", "metric": "accuracy", "clean": {"accuracy": 0.9}, "modalities": ["rgb"],
+           "rows": rows, "transfer": None}
+    checks = check_experiment(exp)
+    monotone = [c for c in checks if c.name == "monotone-eps"]
+    assert len(monotone) == 2 and all(c.ok for c in monotone), [c.message for c in monotone]
+    assert {c.message.split(": ")[0].rsplit("(", 1)[1] for c in monotone} == {"seed 0)", "seed 1)"}
+    iterative = [c for c in checks if c.name == "iterative-vs-single-step"]
+    assert len(iterative) == 2 and all(c.ok for c in iterative)  # each PGD against its own seed's FGSM
+    assert not any("monotone-eps" in r.get("checks", []) for r in annotate_rows(exp, checks))

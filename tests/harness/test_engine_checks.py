@@ -1,0 +1,77 @@
+"""Engine faults that gave silent or late wrong results: include_classes checked against the model before
+any work, one qualitative panel per seed, every rank's counts in a torchrun summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmfusion_attacks.harness.engine import run_spec
+from mmfusion_attacks.harness.spec import SpecError, parse_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+SEG = {"name": "seg", "model": {"name": "tiny-rgbt-segmenter"},
+       "data": {"name": "synthetic-rgbt", "split": "test", "size": 4, "height": 16, "width": 16},
+       "batch_size": 2, "shard_size": 2, "attacks": ["fgsm"], "eps_255": [8], "subsets": ["rgb"], "sanity": False, "qualitative": 0}
+SCENES = {"name": "scenes", "model": {"name": "tiny-rgbt-classifier"},
+          "data": {"name": "synthetic-rgbt-scenes", "split": "test", "size": 4, "height": 16, "width": 16},
+          "batch_size": 2, "shard_size": 2, "attacks": ["fgsm"], "eps_255": [8], "subsets": ["rgb"], "sanity": False, "qualitative": 0}
+
+
+def _spec(*experiments: dict) -> object:
+    return parse_spec({"name": "t", "device": "cpu", "experiments": list(experiments)})
+
+
+def test_include_classes_past_the_models_classes_is_refused_before_any_record(tmp_path):
+    spec = _spec(SCENES, {**SEG, "include_classes": [7, 99]})
+    with pytest.raises(SpecError, match=r"experiments\.seg\.include_classes: class\(es\) \[99\] do not exist: the model has 9 classes"):
+        run_spec(spec, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "records").exists()  # the first experiment did not run either
+
+
+def test_include_classes_on_a_classifier_is_refused(tmp_path):
+    spec = _spec({**SCENES, "include_classes": [1]})
+    with pytest.raises(SpecError, match=r"experiments\.scenes\.include_classes: the model is a classification model"):
+        run_spec(spec, tmp_path / "out", progress=False)
+
+
+def test_include_classes_in_range_still_runs(tmp_path):
+    summary = run_spec(_spec({**SEG, "include_classes": [1, 8]}), tmp_path / "out", progress=False)
+    assert summary["experiments"][0]["description"]["classes in the means"] == "1, 8"
+
+
+def test_qualitative_panels_of_each_seed_are_kept(tmp_path):
+    summary = run_spec(_spec({**SEG, "seeds": [0, 1], "qualitative": 1}), tmp_path / "out", progress=False)
+    panels = summary["experiments"][0]["qualitative"]
+    assert len(panels) == 2 and len({q["path"] for q in panels}) == 2, panels
+    assert all((tmp_path / "out" / q["path"]).is_file() for q in panels)
+    assert {q["caption"].split(" -- ")[0] for q in panels} == {"FGSM 8/255 on RGB (seed 0)", "FGSM 8/255 on RGB (seed 1)"}
+
+
+@pytest.mark.slow
+def test_torchrun_summary_counts_every_ranks_records(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"name": "t", "device": "cpu", "experiments": [{**SCENES, "data": {**SCENES["data"], "size": 8}}]}))
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmfusion_attacks", "run", str(spec),
+           "--out", str(out), "--quiet"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shards = json.loads((out / "summary.json").read_text())["experiments"][0]["shards"]
+    assert shards["records_computed"] == 4 * 2 and shards["records_reused"] == 0  # (clean + 1 cell) x 4 shards, over both ranks
+    # corrupt one record of a shard of each rank: both are listed and recomputed
+    for shard in ("shard-00000.json", "shard-00001.json"):
+        path = next(p for p in (out / "records").rglob(shard) if '"seconds":' in p.read_text())
+        path.write_text(path.read_text().replace('"seconds":', '"seconds":1e-9+'))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    shards = summary["experiments"][0]["shards"]
+    assert (shards["records_computed"], shards["records_reused"]) == (2, 6), shards
+    assert sorted(Path(r["path"]).name for r in summary["invalid_records"]) == ["shard-00000.json", "shard-00001.json"]
