@@ -4,7 +4,9 @@ A recipe only *configures* a stock toolkit attack (never re-implements one). ``e
 is a float or a ``{modality: eps}`` mapping, in each modality's own units. Different budgets per
 modality work with both toolkits: ART gets per-element eps arrays, torchattacks a surface scaled so
 that its one scalar eps is each modality's own budget. Register your own with
-``@register_recipe("name", "toolkit")``.
+``@register_recipe("name", "toolkit", builds="module:Class", sets=("eps", ...))``: ``builds`` and
+``sets`` (the options the recipe gives the class itself) let a spec's ``attack_kwargs`` be checked
+before any work (:func:`recipe_options`).
 """
 
 from __future__ import annotations
