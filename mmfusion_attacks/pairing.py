@@ -34,8 +34,9 @@ contradict it is paired by rules 1-2 or refused, so a shuffled full-size batch i
 position, unless content cannot tell its rows apart (examples whose attacked modalities are identical:
 then row order is all there is). The rows an attack is *called on* are checked as well
 (:meth:`ContextTable.check_entry`): each must lie within the radius of its own position's example, so
-a batch that was never bound cannot meet the bound batch's frozen modalities. There rule 3 never pairs a row, it only tests the order: a scaled copy that lands next to a
-dark example must raise, not be paired with it. Queries of another size are paired by content. ``to_torchattacks`` surfaces pair this way by default (torchattacks never
+a batch that was never bound cannot meet the bound batch's frozen modalities. There rule 3 never pairs
+a row, it only tests the order: a scaled copy that lands next to a dark example must raise, not be
+paired with it. Queries of another size are paired by content. ``to_torchattacks`` surfaces pair this way by default (torchattacks never
 reorders a full-size batch); ART estimators pair by content (ART's ``fit`` and trainers shuffle).
 ``"broadcast"`` pairs every row with the single bound example (one example at a time, for attacks that
 query anywhere: HopSkipJump, Boundary, DeepFool).
