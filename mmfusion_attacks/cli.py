@@ -148,7 +148,7 @@ def default_spec_path():
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pathlib import Path
 
-    from .harness.engine import run_spec
+    from .harness.engine import ChangedModelError, run_spec
     from .harness.spec import SpecError, load_spec, spec_to_yaml
     from .harness.tables import console_text
 
@@ -174,7 +174,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     out = Path(args.out) if args.out else Path("runs") / path.stem
     try:
         summary = run_spec(spec, out, progress=not args.quiet, only=args.only)
-    except SpecError as exc:  # refused by the run's pre-flight (e.g. include_classes past the model's classes)
+    except (SpecError, ChangedModelError) as exc:  # refused before the experiment's work (e.g. include_classes past the model's classes)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if summary is None:  # a rank other than 0 of a distributed run

@@ -55,3 +55,37 @@ def tiny_scene_classifier(quantise: bool = False) -> FusionModel:
         os.environ["MMF_TEST_CALLS"] = calls
     net.quantise = quantise
     return FusionModel(net.eval(), ["rgb", "ir"], task="classification", num_classes=3)
+
+
+#: read by gained_scene_classifier's model at every call: a test edits it between runs (the model's code
+#: changed, its weights did not)
+IR_GAIN = 1.0
+
+
+class _IRGain(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        return self.net(rgb, ir * IR_GAIN)
+
+
+def gained_scene_classifier() -> FusionModel:
+    """tiny_scene_classifier with its thermal input scaled by this module's ``IR_GAIN`` at every call."""
+    return FusionModel(_IRGain(tiny_scene_classifier().model).eval(), ["rgb", "ir"], task="classification", num_classes=3)
+
+
+class _Unseeded(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, rgb: torch.Tensor, ir: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(rgb.shape, generator=torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little")))
+        return self.net((rgb + 0.01 * noise).clamp(0, 1), ir)
+
+
+def unseeded_scene_classifier() -> FusionModel:
+    """tiny_scene_classifier behind input noise no seed repeats (drawn from the OS)."""
+    return FusionModel(_Unseeded(tiny_scene_classifier().model).eval(), ["rgb", "ir"], task="classification", num_classes=3)

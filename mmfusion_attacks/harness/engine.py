@@ -323,6 +323,72 @@ def _preflight(experiments: Sequence[ExperimentSpec], spec: RunSpec, models: _Mo
             _check_include_classes(exp, fusion, fusion.num_classes, spec.source)
 
 
+class ChangedModelError(RuntimeError):
+    """The model computes other outputs than when the records of an output folder were made, though its
+    weights and the spec are the same (its code changed, or a library it calls): reusing them would mix
+    two models in one table."""
+
+
+#: values of the behaviour probe kept (evenly spaced over the first batch's clean logits)
+_PROBE_VALUES = 4096
+#: relative difference of the probe's logits allowed on resume (other threads, devices, TF32: ~1e-6..1e-3)
+_PROBE_TOLERANCE = 1e-2
+
+
+def _behaviour_probe(fusion: Any, inputs: dict[str, Any], *, twice: bool) -> dict[str, Any]:
+    """Clean logits of ``inputs`` (seeded, so models with random defences repeat; ``twice``: run again to
+    find models that do not), evenly subsampled: what a resumed run compares before it reuses any record."""
+    import random
+
+    import numpy as np
+
+    from ..surface import frozen_model_state
+
+    def once() -> torch.Tensor:
+        devices = [fusion.device] if fusion.device.type == "cuda" else []
+        state = (random.getstate(), np.random.get_state())
+        try:
+            with torch.random.fork_rng(devices=devices), frozen_model_state(fusion), torch.no_grad():
+                torch.manual_seed(0)
+                random.seed(0)
+                np.random.seed(0)
+                return fusion(inputs).detach().to(torch.float64).flatten().cpu()
+        finally:
+            random.setstate(state[0])
+            np.random.set_state(state[1])
+
+    first = once()
+    idx = torch.linspace(0, first.numel() - 1, steps=min(_PROBE_VALUES, first.numel())).round().long()
+    return {"logits": first[idx].tolist(), "deterministic": bool(torch.equal(first, once())) if twice else None}
+
+
+def _check_behaviour(exp: ExperimentSpec, store: ResultsStore, out: Path, fusion: Any, inputs: dict[str, Any], identity: dict[str, Any],
+                     rank: int) -> None:
+    """Refuse to reuse an output folder's records when the model's clean outputs on the first examples
+    differ from those recorded with them (weights and spec unchanged: e.g. its code was edited); record
+    them on a first run. Models that do not repeat under a fixed seed are not checked."""
+    key = (exp.name, digest({"behaviour-probe": True}), 0)
+    stored = store.load(key, identity)
+    if stored is None:  # a first run: two forwards of the first batch (do they repeat?)
+        probe = _behaviour_probe(fusion, inputs, twice=True)
+        if rank == 0:
+            store.save(key, identity, probe)
+        return
+    if not stored.get("deterministic"):
+        return
+    probe = _behaviour_probe(fusion, inputs, twice=False)  # one forward: a model that stopped repeating changed too
+    old, new = torch.tensor(stored["logits"], dtype=torch.float64), torch.tensor(probe["logits"], dtype=torch.float64)
+    scale = max(1.0, float(old.abs().max())) if old.numel() else 1.0
+    if old.shape != new.shape or float((old - new).abs().max()) > _PROBE_TOLERANCE * scale:
+        diff = float((old - new).abs().max()) if old.shape == new.shape else float("inf")
+        raise ChangedModelError(
+            f"experiment {exp.name}: the model's clean outputs on the first examples differ from those recorded in {out} "
+            f"(max |difference| {diff:.3g}, tolerance {_PROBE_TOLERANCE:g} x {scale:.3g}), though its weights and the spec "
+            "are the same: its code (or a library it calls) changed, so the records there were made by another model. "
+            f"Run into a new --out folder, or delete {store.path(key).parents[1]} to recompute this experiment"
+        )
+
+
 def _seed_for(units_by_cell: dict[Any, Unit], base: int):
     def seed(cell: Any, batch: int) -> int:
         return int(digest({"unit": units_by_cell[cell].key, "batch": batch, "seed": base}, 15), 16)
@@ -365,6 +431,12 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
                 raise SpecError([f"experiments.{exp.name}: row '{u.label}' attacks '{m}', which the data does not have ({data_mods})"], spec.source)
     model_fp = model_fingerprint(fusion)
     clean_key = digest({"clean": True, "experiment": _experiment_config(exp, spec)})
+    from .grid import _to_device
+
+    probe_inputs, probe_labels = data.examples(0, min(exp.batch_size, n))
+    _check_behaviour(exp, store, out, fusion, _to_device(probe_inputs, fusion.device, fusion.modalities),
+                     {"version": __version__, "data": data_fingerprint(probe_inputs, probe_labels), "model": model_fp,
+                      "config": digest({"behaviour-probe": True, "experiment": _experiment_config(exp, spec)})}, rank)
     shards = [(i, s, min(s + exp.shard, n)) for i, s in enumerate(range(0, n, exp.shard))]
     mine = [s for s in shards if s[0] % world == rank]
     collected: dict[tuple[str, int], dict[str, Any]] = {}

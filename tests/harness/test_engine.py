@@ -133,7 +133,7 @@ def test_kill_and_resume_gives_identical_results_and_recomputes_nothing_finished
     shards = resumed["experiments"][0]["shards"]
     assert shards["records_reused"] >= len(before) - 8  # (a worst-case group is redone as a whole)
     assert 0 < calls_resume.stat().st_size < calls_full.stat().st_size
-    # a finished run calls the model not once; a corrupted record is detected and redone
+    # a finished run calls the model once per experiment (the behaviour probe); a corrupted record is redone
     calls_again = tmp_path / "calls_again"
     victim = sorted(before)[0]
     victim.write_text(victim.read_text()[:-20])
@@ -145,7 +145,7 @@ def test_kill_and_resume_gives_identical_results_and_recomputes_nothing_finished
     assert _numbers(summary) == _numbers(_summary(full))
     calls_none = tmp_path / "calls_none"
     assert _cli("run", str(spec), "--out", str(out), "--quiet", env=_env(MMF_TEST_CALLS=str(calls_none))).returncode == 0
-    assert not calls_none.exists() or calls_none.stat().st_size == 0
+    assert calls_none.stat().st_size == len(summary["experiments"])  # one forward of the first batch each: no attack
     # the reports come back from the store without attacking
     (out / "report.html").unlink()
     assert _cli("report", str(out)).returncode == 0 and (out / "report.html").is_file()

@@ -75,3 +75,25 @@ def test_torchrun_summary_counts_every_ranks_records(tmp_path):
     shards = summary["experiments"][0]["shards"]
     assert (shards["records_computed"], shards["records_reused"]) == (2, 6), shards
     assert sorted(Path(r["path"]).name for r in summary["invalid_records"]) == ["shard-00000.json", "shard-00001.json"]
+
+
+def test_resuming_after_the_models_code_changed_is_refused(tmp_path, monkeypatch):
+    """Same weights, same spec, other outputs (its code edited): the records of the folder were made by
+    another model; reusing them would mix two models in one table. Refused before the experiment's work."""
+    import spec_models
+
+    from mmfusion_attacks.harness.engine import ChangedModelError
+
+    exp = {**SCENES, "model": {"name": "gained", "source": "callable", "factory": "spec_models:gained_scene_classifier"}}
+    out = tmp_path / "out"
+    first = run_spec(_spec(exp), out, progress=False)["experiments"][0]["shards"]
+    again = run_spec(_spec(exp), out, progress=False)["experiments"][0]["shards"]
+    assert again["records_computed"] == 0 and again["records_reused"] == first["records_computed"]
+    monkeypatch.setattr(spec_models, "IR_GAIN", 0.0)
+    with pytest.raises(ChangedModelError, match="code .* changed"):
+        run_spec(_spec(exp), out, progress=False)
+    run_spec(_spec(exp), tmp_path / "fresh", progress=False)  # a new folder: computed afresh
+
+    unseeded = {**SCENES, "model": {"name": "unseeded", "source": "callable", "factory": "spec_models:unseeded_scene_classifier"}}
+    run_spec(_spec(unseeded), tmp_path / "noisy", progress=False)
+    run_spec(_spec(unseeded), tmp_path / "noisy", progress=False)  # outputs never repeat: not checked, not refused
