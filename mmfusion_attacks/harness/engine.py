@@ -93,6 +93,24 @@ def _eps_text(eps_255: float | None, eps: float | None) -> str:
     return f"{eps:g}" if eps is not None else f"{eps_255:g}/255"
 
 
+#: experiment seed s offsets the cells' own seeds by s times this (seed 0: the seeds as written)
+_SEED_STRIDE = 1_000_003
+
+
+def _reseeded(cell: Any, seed: int) -> Any:
+    """``cell`` with its steps' and plan entries' own seeds offset by the experiment seed: text augmenters and
+    TextAttack recipes seed themselves from those, so without it every seed of ``seeds:`` repeated the same
+    text rows (torch attacks vary through the per-cell seeding of the random generators anyway)."""
+    if seed == 0:
+        return cell
+    offset = seed * _SEED_STRIDE
+    if isinstance(cell, ComboCell):
+        return dataclasses.replace(cell, steps_=tuple(dataclasses.replace(s, seed=s.seed + offset) for s in cell.steps_))
+    if isinstance(cell, (JointCell, SubsetCell)):
+        return dataclasses.replace(cell, plan=tuple(dataclasses.replace(m, seed=m.seed + offset) for m in cell.plan))
+    return cell
+
+
 def experiment_units(exp: ExperimentSpec, spec: RunSpec, sanity_modalities: Sequence[str] = ()) -> list[Unit]:
     """The experiment's rows in report order: attacks x budgets x subsets, combinations, joint attacks,
     worst cases over subsets, the unbounded sanity attack (on ``sanity_modalities``); times each seed."""
@@ -137,7 +155,8 @@ def experiment_units(exp: ExperimentSpec, spec: RunSpec, sanity_modalities: Sequ
     config = _experiment_config(exp, spec)
     units = []
     for seed in exp.seeds:
-        for cell, label, meta in cells:
+        for template, label, meta in cells:
+            cell = _reseeded(template, seed)
             shown = label if len(exp.seeds) == 1 else f"{label} (seed {seed})"
             key = digest({"cell": _cell_config(cell), "seed": seed, "experiment": config})
             units.append(Unit(cell, seed, shown, tuple(meta.items()), key))

@@ -97,3 +97,22 @@ def test_resuming_after_the_models_code_changed_is_refused(tmp_path, monkeypatch
     unseeded = {**SCENES, "model": {"name": "unseeded", "source": "callable", "factory": "spec_models:unseeded_scene_classifier"}}
     run_spec(_spec(unseeded), tmp_path / "noisy", progress=False)
     run_spec(_spec(unseeded), tmp_path / "noisy", progress=False)  # outputs never repeat: not checked, not refused
+
+
+def test_each_seed_reseeds_the_text_steps_and_plans_its_rows_run():
+    """Text augmenters and TextAttack recipes seed themselves from their step's own seed: without an offset
+    per experiment seed, `seeds: [0, 1]` repeated the same text rows (zero spread that is not real)."""
+    from mmfusion_attacks.harness.engine import experiment_units
+    from mmfusion_attacks.text.augment import WordDeletion
+
+    exp = {**SCENES, "attacks": [], "combos": [{"name": "DEL", "steps": [{"kind": "text-augment", "name": "deletion", "attacked": ["text"],
+                                                                         "amount": 0.5}]}],
+           "joint": [{"name": "J", "plan": [{"modality": "text", "attack": "deletion", "budget": 0.5}]}], "seeds": [0, 1]}
+    spec = _spec(exp)
+    units = experiment_units(spec.experiments[0], spec)
+    combo = {u.seed: u.cell for u in units if u.label.startswith("DEL")}
+    joint = {u.seed: u.cell for u in units if u.label.startswith("J")}
+    assert combo[0].steps_[0].seed == 0 and combo[1].steps_[0].seed != 0  # seed 0: the seeds as written
+    assert joint[0].plan[0].seed == 0 and joint[1].plan[0].seed != 0
+    texts = [f"the {w} lung fields are clear with no focal consolidation seen today" for w in ("left", "right", "upper", "lower")]
+    assert WordDeletion(0.5, seed=combo[0].steps_[0].seed)(texts) != WordDeletion(0.5, seed=combo[1].steps_[0].seed)(texts)
