@@ -93,6 +93,20 @@ def _eps_text(eps_255: float | None, eps: float | None) -> str:
     return f"{eps:g}" if eps is not None else f"{eps_255:g}/255"
 
 
+def toolkit_versions() -> dict[str, str | None]:
+    """The installed versions of the attack toolkits (what an attack's result depends on besides this
+    package): part of every record's identity, so an upgrade recomputes instead of mixing versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for dist in ("torchattacks", "adversarial-robustness-toolbox", "textattack"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
 #: experiment seed s offsets the cells' own seeds by s times this (seed 0: the seeds as written)
 _SEED_STRIDE = 1_000_003
 
@@ -465,7 +479,7 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
                leave=False)
     for index, lo, hi in mine:
         inputs, labels = data.examples(lo, hi)
-        identity = {"version": __version__, "data": data_fingerprint(inputs, labels), "model": model_fp}
+        identity = {"version": __version__, "toolkits": toolkit_versions(), "data": data_fingerprint(inputs, labels), "model": model_fp}
         ids = {u.key: {**identity, "config": u.key} for u in units}
         ids[clean_key] = {**identity, "config": clean_key}
         found = {k: store.load((exp.name, k, index), ident) for k, ident in ids.items()}
@@ -580,7 +594,8 @@ def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsS
     computed = reused = 0
     for index, lo, hi in tqdm(mine, desc=f"{exp.name} (shards)", disable=None if progress and rank == 0 else True, leave=False):
         inputs, labels = data.examples(lo, hi)
-        identity = {"version": __version__, "data": data_fingerprint(inputs, labels), "model": digest(fps), "config": key}
+        identity = {"version": __version__, "toolkits": toolkit_versions(), "data": data_fingerprint(inputs, labels), "model": digest(fps),
+                    "config": key}
         payload = store.load((exp.name, key, index), identity)
         if payload is not None:
             reused += 1

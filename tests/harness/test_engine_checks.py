@@ -116,3 +116,15 @@ def test_each_seed_reseeds_the_text_steps_and_plans_its_rows_run():
     assert joint[0].plan[0].seed == 0 and joint[1].plan[0].seed != 0
     texts = [f"the {w} lung fields are clear with no focal consolidation seen today" for w in ("left", "right", "upper", "lower")]
     assert WordDeletion(0.5, seed=combo[0].steps_[0].seed)(texts) != WordDeletion(0.5, seed=combo[1].steps_[0].seed)(texts)
+
+
+def test_records_of_another_toolkit_version_are_recomputed(tmp_path, monkeypatch):
+    from mmfusion_attacks.harness import engine
+
+    out = tmp_path / "out"
+    first = run_spec(_spec(SCENES), out, progress=False)["experiments"][0]["shards"]
+    upgraded = {**engine.toolkit_versions(), "torchattacks": "99.0"}
+    monkeypatch.setattr(engine, "toolkit_versions", lambda: upgraded)
+    summary = run_spec(_spec(SCENES), out, progress=False)
+    assert summary["experiments"][0]["shards"]["records_computed"] == first["records_computed"]
+    assert any("toolkits changed" in r["reason"] for r in summary["invalid_records"])
