@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("spec", nargs="?", default=None, help="a YAML spec (default: the packaged default study, SYNTHETIC data)")
     run.add_argument("--out", default=None, help="results folder (default: runs/<spec file name>); re-running resumes it")
     run.add_argument("--device", default=None, help="override the spec's device (cpu, cuda, cuda:N, mps, auto)")
-    run.add_argument("--only", nargs="+", default=None, help="run only these experiments")
+    run.add_argument("--only", nargs="+", default=None, help="run only these experiments (the reports keep the others' earlier results while the spec still describes them as then)")
     run.add_argument("--print-spec", action="store_true", help="print the (checked) spec as YAML and exit")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     rep = sub.add_parser("report", help="regenerate report.md / report.html / results.csv / results.json from a results folder")

@@ -805,11 +805,44 @@ def run_spec(spec: RunSpec, out: str | Path, *, progress: bool = True, only: Seq
         dist.barrier()
     if rank != 0:
         return None
+    if only is not None:
+        entries = _with_earlier_entries(spec, out, entries)
     summary = {"name": spec.name, "package_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "spec_path": spec.source, "spec": spec_to_dict(spec), "world_size": world, "device": device,
                "invalid_records": [{"path": p, "reason": r} for p, r in invalid], "experiments": entries}
     write_summary(summary, out)
     return summary
+
+
+def _with_earlier_entries(spec: RunSpec, out: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--only``: the experiments not run now keep their entries of the folder's previous summary when the
+    spec still describes them as it did then (same experiment, run seed, amp, package version), so the
+    reports still cover the whole spec; any other is left out (its records stay: a full run reuses them)."""
+    import json
+
+    try:
+        previous = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return entries
+
+    def normal(value: Any) -> Any:
+        return json.loads(json.dumps(value, default=str))
+
+    now = normal(spec_to_dict(spec))
+    then = previous.get("spec") or {}
+    if previous.get("package_version") != __version__ or any(then.get(k) != now.get(k) for k in ("seed", "amp")):
+        return entries
+    then_exps = {e.get("name"): e for e in then.get("experiments") or []}
+    old = {e.get("name"): e for e in previous.get("experiments") or []}
+    ran = {e["name"]: e for e in entries}
+    out_entries = []
+    for exp in now["experiments"]:
+        name = exp["name"]
+        if name in ran:
+            out_entries.append(ran[name])
+        elif name in old and then_exps.get(name) == exp:
+            out_entries.append(old[name])
+    return out_entries
 
 
 def write_summary(summary: dict[str, Any], out: Path) -> dict[str, Path]:

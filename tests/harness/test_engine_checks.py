@@ -128,3 +128,15 @@ def test_records_of_another_toolkit_version_are_recomputed(tmp_path, monkeypatch
     summary = run_spec(_spec(SCENES), out, progress=False)
     assert summary["experiments"][0]["shards"]["records_computed"] == first["records_computed"]
     assert any("toolkits changed" in r["reason"] for r in summary["invalid_records"])
+
+
+def test_a_run_of_some_experiments_keeps_the_others_in_the_report(tmp_path):
+    """--only seg after a full run: the summary (and the reports) still hold scenes, as long as the spec
+    still describes scenes as it did; changed, scenes is left out rather than shown with old numbers."""
+    out = tmp_path / "out"
+    full = run_spec(_spec(SCENES, SEG), out, progress=False)
+    part = run_spec(_spec(SCENES, SEG), out, progress=False, only=["seg"])
+    assert [e["name"] for e in part["experiments"]] == ["scenes", "seg"]
+    assert part["experiments"][0] == full["experiments"][0]
+    changed = run_spec(_spec({**SCENES, "eps_255": [4]}, SEG), out, progress=False, only=["seg"])
+    assert [e["name"] for e in changed["experiments"]] == ["seg"]
