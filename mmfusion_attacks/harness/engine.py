@@ -137,6 +137,7 @@ def experiment_units(exp: ExperimentSpec, spec: RunSpec, sanity_modalities: Sequ
                 cell = Cell(a, float(e255), attacked, eps=e)
                 label = f"{a.upper()} {_eps_text(e255, e)} on {'+'.join(m.upper() for m in attacked)}"
                 cells.append((cell, label, {"kind": "attack", "attack": a, "toolkit": exp.toolkit, "eps": e if e is not None else e255 / 255,
+                                            "eps_unit": "own units" if e is not None else "x/255",
                                             "steps": exp.steps, "attacked": list(attacked), "group": None}))
     for c in exp.combos:
         steps = tuple(Step(s["kind"], s["name"], tuple(s["attacked"]), float(s.get("amount", 0.0)), toolkit=s.get("toolkit", exp.toolkit),

@@ -241,7 +241,11 @@ def robustness_figures(exp: Mapping[str, Any], out_dir: str | Path, taken: set[s
     clean = _num((exp.get("clean") or {}).get(metric))
     figs = []
     for (attack, toolkit, steps), rows in groups.items():
-        scale = 255.0 if all(_num(r["eps"]) <= 1 for r in rows) else 1.0
+        units = {r.get("eps_unit") for r in rows}  # eps_255 rows (x/255) or eps rows (the modalities' own units)
+        if None in units:  # a summary written before rows said which
+            scale = 255.0 if all(_num(r["eps"]) <= 1 for r in rows) else 1.0
+        else:
+            scale = 255.0 if units == {"x/255"} else 1.0
         fig = MplFigure(figsize=(5.0, 3.4), dpi=90)
         ax = fig.add_subplot()
         lines: dict[str, list[tuple[float, float]]] = {}
@@ -257,7 +261,7 @@ def robustness_figures(exp: Mapping[str, Any], out_dir: str | Path, taken: set[s
         parts = [str(x) for x in (toolkit, f"steps={steps}" if steps is not None else None) if x is not None]
         title = f"{attack or 'attack'}" + (f" ({', '.join(parts)})" if parts else "")
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("eps (x/255)" if scale == 255.0 else "eps")
+        ax.set_xlabel("eps (x/255)" if scale == 255.0 else ("eps (own units)" if units == {"own units"} else "eps"))
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend(title="attacked", fontsize=8)

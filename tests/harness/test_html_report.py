@@ -168,3 +168,23 @@ def test_curves_draw_one_line_per_subset_and_seed(tmp_path, monkeypatch):
     figs = robustness_figures({"name": "e", "metric": "mIoU", "clean": {"mIoU": 0.6}, "rows": rows}, tmp_path)
     assert len(figs) == 1
     assert sorted(lines) == [("rgb (seed 0)", [0.5, 0.4]), ("rgb (seed 1)", [0.3, 0.2])]
+
+
+def test_curves_in_the_modalities_own_units_are_not_read_as_x_over_255(tmp_path, monkeypatch):
+    """`eps: [0.5, 1.0]` (own units, a thermal camera in [0, 2]) is plotted as given, not times 255."""
+    import matplotlib.axes
+
+    from mmfusion_attacks.harness.html_report import robustness_figures
+
+    xs, labels = [], []
+    orig_plot, orig_label = matplotlib.axes.Axes.plot, matplotlib.axes.Axes.set_xlabel
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, x, y, *a, **k: (xs.append(list(x)), orig_plot(self, x, y, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda self, t, *a, **k: (labels.append(t), orig_label(self, t, *a, **k))[1])
+    own = [{**_seg_row(e, ["ir"], m), "eps": e, "eps_unit": "own units"} for e, m in ((0.5, 0.4), (1.0, 0.3))]
+    robustness_figures({"name": "e", "metric": "mIoU", "clean": {"mIoU": 0.6}, "rows": own}, tmp_path)
+    assert xs == [[0.5, 1.0]] and labels == ["eps (own units)"]
+    xs.clear()
+    labels.clear()
+    per255 = [{**_seg_row(e, ["ir"], m), "eps_unit": "x/255"} for e, m in ((4, 0.4), (8, 0.3))]
+    robustness_figures({"name": "f", "metric": "mIoU", "clean": {"mIoU": 0.6}, "rows": per255}, tmp_path)
+    assert labels == ["eps (x/255)"] and [round(v, 6) for v in xs[0]] == [4.0, 8.0]
