@@ -121,6 +121,9 @@ class FusionModel(nn.Module):
             modules; see :mod:`mmfusion_attacks.defences`).
     """
 
+    #: where the weights come from, for reports (set by registry models that train themselves); None: unsaid
+    origin: str | None = None
+
     def __init__(
         self,
         model: nn.Module,

@@ -23,8 +23,10 @@ from .models import create_model
 
 __all__ = ["cache_dir", "synthetic_default", "DATA_VERSION"]
 
-#: bump when the synthetic generator or the recipe changes, so stale caches are not reused
-DATA_VERSION = 2
+#: bump when the synthetic generator or the recipe changes, so stale caches are not reused (3: the initial
+#: weights are drawn from ``seed``; before, from the caller's random state, so one cache name held
+#: whichever model a machine trained first)
+DATA_VERSION = 3
 
 
 def cache_dir() -> Path:
@@ -62,7 +64,9 @@ def synthetic_default(
     h, w = size
     name = f"{arch}-synthetic-v{DATA_VERSION}-{h}x{w}-steps{steps}-bs{batch_size}-n{n_train}-lr{lr:g}-seed{seed}.pt"
     path = cache_dir() / name
-    fusion = create_model(arch, num_classes=9)
+    with torch.random.fork_rng(devices=[]):  # the initial weights from `seed`; the caller's random state left alone
+        torch.manual_seed(seed)
+        fusion = create_model(arch, num_classes=9)
     if cache and load_or_discard(path, lambda p: load_state_cache(fusion.model, p)) is not None:
         return fusion.to(device).eval()
     torch.manual_seed(seed)

@@ -202,3 +202,16 @@ def test_clip_like_cached_heads(tmp_path):
     _truncate(path)
     with pytest.raises(C.CacheFileError, match="clip.pt"):
         load_cached_heads(fresh, path, heads)
+
+
+def test_zoo_default_depends_on_its_seed_not_on_the_callers_random_state():
+    """The same seed trains the same model whatever random state the caller left: one cache name, one model
+    (the initial weights came from the caller's generator, so each machine cached its own "seed 0")."""
+    from mmfusion_attacks import zoo
+
+    kwargs = dict(steps=2, batch_size=2, size=(16, 16), n_train=4, progress=False, cache=False)
+    torch.manual_seed(1)
+    a = zoo.synthetic_default("tiny-rgbt-segmenter", **kwargs)
+    torch.manual_seed(2)
+    b = zoo.synthetic_default("tiny-rgbt-segmenter", **kwargs)
+    assert _states_equal(a.model, b.model)

@@ -297,8 +297,11 @@ class FashionMNIST(Dataset):
                 raise IDXFormatError(f"Fashion-MNIST images in {str(where)!r} have shape {images.shape} / {images.dtype}, expected (N, 28, 28) uint8")
             if labels.ndim != 1 or len(labels) != len(images):
                 raise IDXFormatError(f"Fashion-MNIST labels in {str(where)!r} have shape {labels.shape} for {len(images)} images")
-            if len(labels) and (labels.max() >= len(CLASS_NAMES)):
-                raise IDXFormatError(f"Fashion-MNIST labels in {str(where)!r} hold class {int(labels.max())}, ids must be < {len(CLASS_NAMES)}")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise IDXFormatError(f"Fashion-MNIST labels in {str(where)!r} are {labels.dtype}, not class ids (integers)")
+            if len(labels) and (labels.max() >= len(CLASS_NAMES) or labels.min() < 0):
+                bad = int(labels.max()) if labels.max() >= len(CLASS_NAMES) else int(labels.min())
+                raise IDXFormatError(f"Fashion-MNIST labels in {str(where)!r} hold class {bad}, ids must be in 0..{len(CLASS_NAMES) - 1}")
             keep = np.isin(labels, list(self.class_ids))
             self.images, self.labels = images[keep], labels[keep].astype(np.int64)
             if size is not None:

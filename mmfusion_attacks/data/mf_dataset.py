@@ -412,5 +412,5 @@ class MFDataset(Dataset):
         y = torch.from_numpy(labels.astype(np.int64))
         if self.size and tuple(x.shape[1:]) != self.size:
             x = F.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False, antialias=True)[0].clamp(0, 1)
-            y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest")[0, 0].long()
+            y = F.interpolate(y[None, None].float(), size=self.size, mode="nearest-exact")[0, 0].long()  # pixel centres, as the image
         return {"rgb": x[:3], "ir": x[3:], "labels": y, "name": name}

@@ -737,7 +737,7 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     clean_summary = GridResult(clean, {}, {}, "", {}, {"_": CellCounts()} if classification else {}).clean_summary(include)
     if classification:
         clean_summary = {k: v for k, v in clean_summary.items() if k in ("accuracy", "per_class_recall")}
-    description = {"model": _model_text(exp.model), "data": run["data"].description, "labels": " + ".join(sorted(sources)),
+    description = {"model": _model_text(exp.model, fusion), "data": run["data"].description, "labels": " + ".join(sorted(sources)),
                    "toolkit": exp.toolkit, "steps": str(exp.steps), "seeds": ", ".join(map(str, exp.seeds))}
     if include is not None:
         description["classes in the means"] = ", ".join(map(str, include))
@@ -756,10 +756,12 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _model_text(model: dict[str, Any]) -> str:
+def _model_text(model: dict[str, Any], fusion: Any = None) -> str:
     source = model.get("source", "registry")
     if model.get("weights"):
         return f"{model['name']} ({model['weights']})"
+    if getattr(fusion, "origin", None):  # a registry model that trains itself says on what
+        return f"{model['name']} ({fusion.origin})"
     if source.startswith("synthetic"):
         return f"{model['name']} trained on SYNTHETIC data by this project ({source})"
     if source == "callable":

@@ -234,9 +234,14 @@ def without_defences(fusion: FusionModel) -> FusionModel:
 
 
 def apply_wrappers(fusion: FusionModel, wrap: Sequence[Mapping[str, Any]]) -> FusionModel:
-    """A spec's ``wrap`` list applied in order (at-scale, multiscale, random-resize-pad, undefended)."""
+    """A spec's ``wrap`` list applied in order (at-scale, multiscale, random-resize-pad), ``undefended`` (the
+    network without its preprocessing defences) wherever it stands."""
     from ..models.wrappers import at_scale, multiscale, random_resize_pad
 
+    if any(w["kind"] == "undefended" for w in wrap):
+        # the network without its defences wherever the list says so: stripped after another wrapper, the
+        # wrapper's inner model would keep them
+        fusion = without_defences(fusion)
     for w in wrap:
         kind = w["kind"]
         multiple = int(w.get("multiple", 32))
@@ -247,7 +252,7 @@ def apply_wrappers(fusion: FusionModel, wrap: Sequence[Mapping[str, Any]]) -> Fu
         elif kind == "random-resize-pad":
             fusion = random_resize_pad(fusion, float(w.get("low", 0.8)), float(w.get("high", 1.2)), multiple)
         elif kind == "undefended":
-            fusion = without_defences(fusion)
+            continue  # done first
         else:  # parse_spec refuses unknown wrappers
             raise InputError(f"model.wrap: unknown wrapper {kind!r}")
     return fusion.eval()

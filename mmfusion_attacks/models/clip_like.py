@@ -355,4 +355,7 @@ def clip_like(
     else:
         names = list(classes)
     encoder = encoder or clip_like_default(config=config, seed=seed, source=source)
-    return zero_shot_model(encoder, names, template=template, **kwargs)
+    fusion = zero_shot_model(encoder, names, template=template, **kwargs)
+    if encoder.report:
+        fusion.origin = f"heads trained by this project on {encoder.report.get('data')}"
+    return fusion

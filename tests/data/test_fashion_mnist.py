@@ -117,3 +117,14 @@ def test_synthetic_classes_differ():
     means = np.stack([x[data.labels == c].mean(0) for c in range(10)])
     nearest = ((x[:, None] - means[None]) ** 2).sum(-1).argmin(1)
     assert (nearest == data.labels).mean() > 0.9
+
+
+@pytest.mark.parametrize("labels", [np.array([0, -1, 3, -5], np.int8), np.array([0.0, 2.5, 3.0, 7.9], np.float32)])
+def test_labels_that_are_not_class_ids_are_refused(tmp_path, labels):
+    """Negative (a signed IDX file) or fractional labels fell out of the class filter silently."""
+    images = np.zeros((4, 28, 28), np.uint8)
+    for stem in ("train", "t10k"):
+        fm.write_idx(tmp_path / f"{stem}-images-idx3-ubyte", images)
+        fm.write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", labels)
+    with pytest.raises(fm.IDXFormatError, match="labels"):
+        fm.FashionMNIST("test", root=tmp_path, source="debian")

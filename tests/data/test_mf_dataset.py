@@ -331,3 +331,21 @@ def test_validate_method_and_opt_out(tmp_path):
         create_dataset("mf", root=root, split="test", on_error="ignore")
     with pytest.raises(ValueError, match="level must be one of"):
         ds.validate(level="all")
+
+
+def test_resized_labels_stay_on_their_pixels(tmp_path):
+    """Labels are resized at pixel centres, as the image is (bilinear): a plain "nearest" takes each block's
+    top-left pixel, shifting the labels (scale - 1) / 2 source pixels up and left of the image."""
+    root = make_mf_fixture(tmp_path / "MF", names=("00001D",), size=(16, 16))
+    image = np.zeros((16, 16, 4), dtype=np.uint8)
+    image[..., 3] = np.arange(16, dtype=np.uint8)[None, :] * 8  # a thermal gradient (255 everywhere reads as alpha)
+    image[:, 6:, :3] = 255  # an object from column 6 on
+    labels = np.zeros((16, 16), dtype=np.uint8)
+    labels[:, 6:] = 1
+    Image.fromarray(image).save(root / "images" / "00001D.png")
+    Image.fromarray(labels).save(root / "labels" / "00001D.png")
+    item = create_dataset("mf", root=root, split="test", size=(4, 4))[0]
+    # output column 1 covers source columns 4..7 (centre 5.5): half object in the image; its label is
+    # that of the source pixel under its centre (column 5 rounds to 6 in nearest-exact: object)
+    assert item["labels"][0].tolist() == [0, 1, 1, 1]
+    assert (item["rgb"][0, 0] > 0.25).tolist() == [False, True, True, True]

@@ -140,3 +140,16 @@ def test_a_run_of_some_experiments_keeps_the_others_in_the_report(tmp_path):
     assert part["experiments"][0] == full["experiments"][0]
     changed = run_spec(_spec({**SCENES, "eps_255": [4]}, SEG), out, progress=False, only=["seg"])
     assert [e["name"] for e in changed["experiments"]] == ["seg"]
+
+
+def test_a_registry_model_that_trains_itself_is_described_by_its_origin():
+    """The contrastive preset's clip-like model (no weights in the spec) was described as randomly initialised."""
+    import torch
+
+    from mmfusion_attacks import FusionModel
+    from mmfusion_attacks.harness.engine import _model_text
+
+    fusion = FusionModel(torch.nn.Flatten(), ["image"], num_classes=2)
+    assert "randomly initialised" in _model_text({"name": "m", "source": "registry"}, fusion)
+    fusion.origin = "heads trained by this project on SYNTHETIC Fashion-MNIST"
+    assert _model_text({"name": "m", "source": "registry"}, fusion) == "m (heads trained by this project on SYNTHETIC Fashion-MNIST)"

@@ -129,3 +129,21 @@ def test_transfer_entry_renders_in_every_report(tmp_path):
     md = (tmp_path / "out" / "report.md").read_text()
     assert "a@50%" in html and "a@50%" in md
     assert Path(tmp_path / "out" / "results.json").is_file()
+
+
+def test_undefended_strips_the_defences_wherever_it_stands_in_the_wrap_list():
+    """`wrap: [at-scale, undefended]` kept the defence (it was stripped from the outer wrapper only)."""
+    import torch
+
+    from mmfusion_attacks.fusion import FusionModel
+    from mmfusion_attacks.harness.sources import apply_wrappers
+    from mmfusion_attacks.models.tiny import TinyRGBTSegmenter
+
+    torch.manual_seed(0)
+    defended = FusionModel(TinyRGBTSegmenter(), ["rgb", "ir"], task="segmentation", defences={"ir": torch.zeros_like}).eval()
+    x = {"rgb": torch.rand(1, 3, 32, 32), "ir": torch.rand(1, 1, 32, 32)}
+    with torch.no_grad():
+        plain = apply_wrappers(defended, [{"kind": "undefended"}])(x)
+        assert not torch.allclose(plain, defended(x))
+        for wrap in ([{"kind": "undefended"}, {"kind": "at-scale", "scale": 1.0}], [{"kind": "at-scale", "scale": 1.0}, {"kind": "undefended"}]):
+            assert torch.allclose(apply_wrappers(defended, wrap)(x), plain), wrap
