@@ -423,6 +423,22 @@ def _check_behaviour(exp: ExperimentSpec, store: ResultsStore, out: Path, fusion
         )
 
 
+def _check_prompts(exp: ExperimentSpec, fusion: Any, inputs: dict[str, Any], source: str | None) -> None:
+    """A zero-shot classifier scores each row against the prompts the row carries (its attackable text):
+    clean rows must carry the model's own class prompts, else the logits come from the data's prompts
+    while the results are read as the model's classes (a template given to the data but not the model)."""
+    net = fusion.model
+    prompt_text, text = getattr(net, "prompt_text", None), getattr(net, "text_name", None)
+    if not isinstance(prompt_text, str) or text not in inputs:
+        return
+    bad = [i for i, t in enumerate(inputs[text]) if t != prompt_text]
+    if bad:
+        from .spec import SpecError
+
+        raise SpecError([f"experiments.{exp.name}: the data's clean prompts (row {bad[0]}: {inputs[text][bad[0]][:80]!r}...) are not "
+                         f"the model's class prompts ({prompt_text[:80]!r}...): give the data and the model the same template"], source)
+
+
 def _seed_for(units_by_cell: dict[Any, Unit], base: int):
     def seed(cell: Any, batch: int) -> int:
         return int(digest({"unit": units_by_cell[cell].key, "batch": batch, "seed": base}, 15), 16)
@@ -468,6 +484,7 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
     from .grid import _to_device
 
     probe_inputs, probe_labels = data.examples(0, min(exp.batch_size, n))
+    _check_prompts(exp, fusion, probe_inputs, spec.source)
     _check_behaviour(exp, store, out, fusion, _to_device(probe_inputs, fusion.device, fusion.modalities),
                      {"version": __version__, "data": data_fingerprint(probe_inputs, probe_labels), "model": model_fp,
                       "config": digest({"behaviour-probe": True, "experiment": _experiment_config(exp, spec)})}, rank)

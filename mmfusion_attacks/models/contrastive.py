@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import RowAlignmentError, ShapeMismatchError, TextInputError
+from ..errors import InputError, RowAlignmentError, ShapeMismatchError, TextInputError
 from ..fusion import FusionModel
 from ..modality import Modality
 from . import register_model
@@ -402,7 +402,8 @@ class CaptionMatcher(nn.Module):
     that is a gallery image bit for bit (a text attack holds the image), else by its caption (an image
     attack holds the caption); a row matching neither is a :class:`RowAlignmentError`. Top-k accuracy is
     then recall@k of the right caption. Gallery caption embeddings are cached and recomputed when any
-    parameter's version or a module's mode changes.
+    parameter's version or a module's mode changes. One caption per image: a gallery image under several
+    captions (COCO style) is refused, since a text attack's row could not tell which pair it is.
     """
 
     def __init__(self, encoder: DualEncoder, images: torch.Tensor, captions: Sequence[str], *, image: str = "image", text: str = "caption") -> None:
@@ -416,6 +417,15 @@ class CaptionMatcher(nn.Module):
             )
         encoder.check_images(images, image)
         encoder.check_texts(captions, lambda i: f"modality '{text}': gallery caption {i} ({captions[i][:60]!r})")
+        first: dict[bytes, int] = {}
+        for j, img in enumerate(images.detach().cpu().contiguous()):
+            k = first.setdefault(img.numpy().tobytes(), j)
+            if k != j and captions[k] != captions[j]:
+                raise InputError(
+                    f"modality '{image}': gallery images {k} and {j} are identical, with different captions: a row is "
+                    "found in the gallery by its image under a text attack, which cannot tell these pairs apart (each "
+                    "row's own score would be written into both columns). Keep one caption per image"
+                )
         self.encoder = encoder
         self.captions = tuple(captions)
         self.register_buffer("gallery", images.detach().clone().float(), persistent=False)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mmfusion_attacks import run_attack
-from mmfusion_attacks.errors import RowAlignmentError, ShapeMismatchError, TextInputError
+from mmfusion_attacks.errors import InputError, RowAlignmentError, ShapeMismatchError, TextInputError
 from mmfusion_attacks.models import create_model
 from mmfusion_attacks.models.contrastive import (
     PROMPT_SEPARATOR,
@@ -263,6 +263,10 @@ def test_matcher_and_recall_errors():
         CaptionMatcher(enc, x, ["a", "b"])
     with pytest.raises(TextInputError, match="gallery caption 1"):
         CaptionMatcher(enc, x, ["a", "word " * 13, "c"])
+    # one image under two captions (COCO style): its row's own score would land in both columns
+    with pytest.raises(InputError, match="gallery images 0 and 1 are identical, with different captions"):
+        CaptionMatcher(enc, torch.stack([x[0], x[0], x[2]]), ["a red bag", "a small leather bag", "a blue boot"])
+    CaptionMatcher(enc, torch.stack([x[0], x[0], x[2]]), ["a red bag", "a red bag", "a blue boot"])  # a repeated pair is harmless
     with pytest.raises(ShapeMismatchError, match="as many images as captions"):
         retrieval_recall(enc, x, ["a", "b"])
     with pytest.raises(ValueError, match="direction"):
