@@ -351,10 +351,16 @@ def _check_include_classes(exp: ExperimentSpec, fusion: Any, num_classes: int | 
 def _preflight(experiments: Sequence[ExperimentSpec], spec: RunSpec, models: _Models) -> None:
     """What needs a model checked for every experiment before the first one runs (models are built once
     and kept for the run, so building them here costs nothing extra)."""
+    from .spec import SpecError
+
     for exp in experiments:
         if exp.kind == "grid" and exp.include_classes is not None:
             fusion = models(exp.model)
             _check_include_classes(exp, fusion, fusion.num_classes, spec.source)
+        if exp.kind == "grid" and any(w.get("skip_broken") for w in exp.worst_case) and models(exp.model).task != "classification":
+            raise SpecError([f"experiments.{exp.name}.worst_case: skip_broken is for classification: on a {models(exp.model).task} "
+                             "model a skipped example keeps a smaller subset's adversarial, so pixel metrics would depend on the "
+                             "skipping (joint.md)"], spec.source)
 
 
 class ChangedModelError(RuntimeError):

@@ -12,9 +12,14 @@ with per-modality budgets (gradient-joint; :func:`~mmfusion_attacks.joint.plan.b
 
 Budgets hold against the CLEAN example: a step starts its own modalities from their clean values (the
 other modalities at their current state), so a modality attacked in every round is never more than its
-budget away from the clean input, however many rounds run. With ``stop_at_success`` (default) an
-example leaves the attack at the first step that fools the model and keeps that adversarial
-(segmentation: an example is fooled when ``success_fraction`` of its valid pixels are wrong).
+budget away from the clean input, however many rounds run. A TextAttack query budget is for the whole
+joint attack: with ``rounds=R`` each round's run gets its share (``budget // R``, the first
+``budget % R`` rounds one more), so an example never costs more queries than the plan says.
+
+With ``stop_at_success`` (default) an example leaves the attack at the first step that fools the model
+(segmentation: an example is fooled when ``success_fraction`` of its valid pixels are wrong). Either
+way each example keeps its best adversarial over the steps, not the last one: the first that fooled
+the model (segmentation: the most fooled pixels), so the result is never less fooled than a step was.
 
 Every step is :func:`~mmfusion_attacks.runner.run_attack` (or ``perturb_text`` for augmenters): the
 frozen-modality guarantee, pairing and input checks of each toolkit's adapter apply inside.
@@ -59,7 +64,7 @@ class JointAttack:
     ``atk = JointAttack(fusion, [ModalityAttack("image", "pgd", 8/255), ModalityAttack("text", "deepwordbug", 200)])``
     then ``atk(inputs, labels)`` returns an :class:`AdversarialBatch` over every planned modality, with
     per example ``extras["succeeded_at"]`` (the label of the step whose output first fooled the model,
-    ``"clean"`` when the clean input already was wrong, None when nothing did), ``extras["queries"]``
+    ``"clean"`` when the clean input already was wrong, None when the final result is not fooled), ``extras["queries"]``
     (TextAttack queries) and ``norms`` measured against the clean input (tensors: ``linf`` / ``l2``;
     text: ``words_changed`` / ``fraction_changed``)."""
 
@@ -92,6 +97,18 @@ class JointAttack:
         #: segmentation: the fraction of valid pixels that must be wrong for an example to count as fooled
         self.success_fraction = float(success_fraction)
         self.steps: list[JointStep] = build_steps(fusion, self.plan, order=order)
+        #: per TextAttack step with a query budget: its share of that budget in each round
+        self.query_shares: dict[int, list[int]] = {}
+        for k, step in enumerate(self.steps):
+            entry = step.entries[0]
+            if step.kind == "text-attack" and entry.budget is not None:
+                total = int(entry.budget)
+                if total < rounds:
+                    raise ValueError(
+                        f"modality '{entry.modality}': a query budget of {total} cannot be split over {rounds} rounds "
+                        f"(each round needs at least one query per example): give at least {rounds} queries or fewer rounds"
+                    )
+                self.query_shares[k] = [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
 
     @property
     def attacked(self) -> tuple[str, ...]:
@@ -120,7 +137,8 @@ class JointAttack:
         current: dict[str, Any] = {
             k: (v.detach().clone() if isinstance(v, torch.Tensor) else list(v)) for k, v in inputs.items()
         }
-        success = self._fooled(clean_pred, used)
+        best_score, success = self._scored(clean_pred, used)  # per example: the best adversarial so far (clean first)
+        best = {m: (current[m].clone() if isinstance(current[m], torch.Tensor) else list(current[m])) for m in self.attacked}
         succeeded_at: list[str | None] = ["clean" if bool(s) else None for s in success]
         skipped = torch.zeros(n, dtype=torch.bool) if skip is None else torch.as_tensor(skip, dtype=torch.bool).cpu().reshape(-1)
         if len(skipped) != n:
@@ -130,14 +148,19 @@ class JointAttack:
         queries = torch.zeros(n, dtype=torch.long)
         flags: list[str] = []
         budget: dict[str, Any] = {e.modality: None for e in self.plan}
+        for k, step in enumerate(self.steps):
+            if k in self.query_shares:
+                budget[step.modalities[0]] = ("queries", sum(self.query_shares[k]))  # per example, all rounds together
         for r in range(self.rounds):
-            for step in self.steps:
+            for k, step in enumerate(self.steps):
                 rows = torch.arange(n)[~success & ~skipped] if self.stop_at_success else torch.arange(n)[~skipped]
                 if len(rows) == 0:
                     break
                 sub = _take(current, rows)
                 for m in step.modalities:  # the step's own modalities start clean: its budget holds vs the clean input
                     sub[m] = _take({m: inputs[m]}, rows)[m]
+                if k in self.query_shares:
+                    step.attack.goal_function.query_budget = self.query_shares[k][r]
                 result = self._run_step(step, sub, used[rows.to(used.device)])
                 for m in step.modalities:
                     _put(current, m, rows, result.inputs[m])
@@ -152,18 +175,33 @@ class JointAttack:
                 if "queries" in result.extras:
                     queries[rows] += result.extras["queries"].cpu()
                 flags.extend(f"{step.label}: {f}" for f in result.flags)
-                hit = result.success.cpu()
+                # the step's prediction is of the whole current state of its rows (the others held at theirs)
+                score, hit = self._scored(result.adv_pred, used[rows.to(used.device)])
+                better = (score > best_score[rows]) | ((score == best_score[rows]) & ~success[rows])
+                keep = rows[better]
+                for m in self.attacked:  # a snapshot of every attacked modality: the state that scored
+                    if isinstance(current[m], torch.Tensor):
+                        best[m][keep.to(best[m].device)] = current[m][keep.to(current[m].device)]
+                    else:
+                        for i in keep.tolist():
+                            best[m][i] = current[m][i]
+                best_score[keep] = score[better]
                 for j, i in enumerate(rows.tolist()):
                     if bool(hit[j]) and not bool(success[i]):
                         success[i] = True
                         succeeded_at[i] = step.label + (f" (round {r + 1})" if self.rounds > 1 else "")
+        for m in self.attacked:
+            current[m] = best[m]
         with frozen_model_state(fusion), torch.no_grad():
             adv_logits = fusion(current)
         adv_pred = predicted_classes(adv_logits)
         final = self._fooled(adv_pred, used)
-        if self.stop_at_success and bool((success & ~final & ~self._fooled(clean_pred, used)).any()):
-            # a later step never runs on a fooled row, so this is a model that changes between calls
-            flags.append("unstable: rows fooled by a step are not fooled by the final batch (a stochastic model?)")
+        lost = [i for i in range(n) if succeeded_at[i] not in (None, "clean", "skipped") and not bool(final[i])]
+        if lost:
+            # the kept adversarial fooled the model when its step scored it: a model that changes between calls
+            for i in lost:
+                succeeded_at[i] = None
+            flags.append(f"unstable: rows {lost[:10]} fooled by a step are not fooled by the final batch (a stochastic model?)")
         norms: dict[str, dict[str, torch.Tensor]] = {}
         n_words = torch.zeros(n, dtype=torch.long)
         for entry in self.plan:
@@ -204,7 +242,12 @@ class JointAttack:
 
     def _fooled(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per example: wrong (classification) or wrong on ``success_fraction`` of its valid pixels."""
-        return success_of(self.fusion.task, pred, labels, None, self.fusion.ignore_index, self.success_fraction)[1].cpu()
+        return self._scored(pred, labels)[1]
+
+    def _scored(self, pred: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example: the score (1/0; segmentation: the fraction of valid pixels wrong) and whether it fooled."""
+        score, fooled = success_of(self.fusion.task, pred, labels, None, self.fusion.ignore_index, self.success_fraction)
+        return score.detach().cpu().double(), fooled.cpu()
 
     def _run_step(self, step: JointStep, inputs: dict[str, Any], labels: torch.Tensor) -> AdversarialBatch:
         if step.kind == "text-augment":

@@ -10,6 +10,7 @@ entry is a step of its own. Nothing here implements an attack.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 from ..errors import EmptySubsetError, UnknownModalityError, UnsupportedAttackError
 from ..fusion import FusionModel
 
-__all__ = ["ModalityAttack", "JointStep", "build_steps", "check_plan"]
+__all__ = ["ModalityAttack", "JointStep", "build_steps", "check_order", "check_plan"]
 
 #: text-side kinds: a TextAttack recipe, or a seeded augmenter (not optimised against the model)
 TEXT_KINDS = ("text-attack", "text-augment")
@@ -97,8 +98,8 @@ def check_plan(fusion: FusionModel, plan: Sequence[ModalityAttack]) -> None:
             raise ValueError(f"modality '{entry.modality}' appears twice in the plan: give one ModalityAttack per modality")
         seen.add(entry.modality)
         kind = entry.kind(fusion)
-        if entry.budget is not None and (isinstance(entry.budget, bool) or not isinstance(entry.budget, (int, float)) or entry.budget < 0 or entry.budget != entry.budget):
-            raise ValueError(f"modality '{entry.modality}': budget must be a number >= 0 or None, got {entry.budget!r}")
+        if entry.budget is not None and (isinstance(entry.budget, bool) or not isinstance(entry.budget, (int, float)) or not math.isfinite(entry.budget) or entry.budget < 0):
+            raise ValueError(f"modality '{entry.modality}': budget must be a finite number >= 0 or None, got {entry.budget!r}")
         if kind == "attack":
             names = _tensor_recipe_names(entry.toolkit)
             if entry.attack.lower() not in names:
@@ -108,6 +109,7 @@ def check_plan(fusion: FusionModel, plan: Sequence[ModalityAttack]) -> None:
                     + (f"'{entry.attack}' is a text attack. " if text_like else "")
                     + f"{entry.toolkit} recipes for tensors are {sorted(names)}"
                 )
+            _tensor_eps(fusion, entry)  # a zero eps would fail later inside a toolkit, naming no modality
         elif kind == "text-attack":
             if not _is_text_recipe(entry.attack):
                 from ..text.recipes import list_text_attacks
@@ -122,6 +124,48 @@ def check_plan(fusion: FusionModel, plan: Sequence[ModalityAttack]) -> None:
                 raise ValueError(f"modality '{entry.modality}': a TextAttack budget is a query count >= 1, got {entry.budget!r}")
         elif entry.budget is not None and not 0 < entry.budget <= 1:
             raise ValueError(f"modality '{entry.modality}': an augmenter's budget is a fraction of words in (0, 1], got {entry.budget!r}")
+
+
+def check_order(plan: Sequence[ModalityAttack], order: Sequence[str]) -> None:
+    """``order`` names each planned modality at most once and nothing else (a typo is an error, not a
+    modality silently left to the default order)."""
+    planned = [e.modality for e in plan]
+    if isinstance(order, str):
+        raise ValueError(f"order must be a list of modality names, got the string {order!r}")
+    unknown = [m for m in order if m not in planned]
+    if unknown or len(set(order)) != len(order):
+        raise ValueError(f"order {list(order)} must list each planned modality once ({planned})" + (f": {unknown} not planned" if unknown else ""))
+
+
+def _tensor_eps(fusion: FusionModel, entry: ModalityAttack) -> float:
+    """A tensor entry's eps: its budget, or (``None``) its modality's threat model; finite and > 0."""
+    if entry.budget is None:
+        threat = fusion.modality(entry.modality).threat
+        if threat is None:
+            raise UnsupportedAttackError(f"modality '{entry.modality}' has no threat model: give its ModalityAttack a budget (eps)")
+        eps, source = threat.eps, "its threat model's eps"
+    else:
+        eps, source = entry.budget, "budget"
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(f"modality '{entry.modality}': a tensor attack needs an eps > 0 (finite), {source} is {eps!r}")
+    return float(eps)
+
+
+def check_single_change(fusion: FusionModel, plan: Sequence[ModalityAttack]) -> None:
+    """Refuse a plan attacking several modalities of a model that scores rows with at most one modality
+    changed (a :class:`~mmfusion_attacks.models.contrastive.CaptionMatcher` finds a row's gallery pair by
+    its unchanged image or caption): it would fail mid-run with row indices of a sub-batch."""
+    if len({e.modality for e in plan}) < 2:
+        return
+    from ..models.contrastive import CaptionMatcher
+
+    matcher = next((m for m in fusion.model.modules() if isinstance(m, CaptionMatcher)), None)
+    if matcher is not None:
+        raise UnsupportedAttackError(
+            f"modalities {[e.modality for e in plan]}: the model is a CaptionMatcher (image-caption retrieval), which scores "
+            f"a row with at most one of '{matcher.image_name}' / '{matcher.text_name}' changed (it finds the row's gallery "
+            "pair by the other): attack one modality at a time (worst_case_over_subsets(..., subsets=[(m,) for m in ...]))"
+        )
 
 
 def _tensor_recipe_names(toolkit: str) -> set[str]:
@@ -147,6 +191,9 @@ def build_steps(fusion: FusionModel, plan: Sequence[ModalityAttack], *, order: S
     from ..recipes import make_attack
 
     check_plan(fusion, plan)
+    check_single_change(fusion, plan)
+    if order is not None:
+        check_order(plan, order)
     groups: dict[tuple, list[ModalityAttack]] = {}
     for entry in plan:
         kind = entry.kind(fusion)
@@ -161,7 +208,7 @@ def build_steps(fusion: FusionModel, plan: Sequence[ModalityAttack], *, order: S
         kind = key[0]
         if kind == "attack":
             e = entries[0]
-            eps = {x.modality: x.budget for x in entries if x.budget is not None} or None
+            eps = {x.modality: _tensor_eps(fusion, x) for x in entries}  # None: its threat model, filled per entry
             attack = make_attack(e.attack, fusion, mods, toolkit=e.toolkit, eps=eps, steps=e.steps, **dict(e.options))
         elif kind == "text-attack":
             attack = _text_attack(fusion, entries[0])
@@ -171,9 +218,6 @@ def build_steps(fusion: FusionModel, plan: Sequence[ModalityAttack], *, order: S
     if order is None:
         steps.sort(key=lambda s: s.kind != "attack")
     else:
-        unknown = [m for m in order if m not in {e.modality for e in plan}]
-        if unknown or len(set(order)) != len(order):
-            raise ValueError(f"order {list(order)} must list each planned modality once ({[e.modality for e in plan]})")
         rank = {m: i for i, m in enumerate(order)}
         steps.sort(key=lambda s: min(rank.get(m, len(rank)) for m in s.modalities))
     return steps

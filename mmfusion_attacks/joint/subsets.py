@@ -11,7 +11,8 @@ not an error).
 With ``skip_broken=True`` a set's own run attacks only the examples none of its subsets broke (the rest
 are reported from the smallest breaking subset, and the optimiser's weakness is not measured on them),
 so the worst case costs less than its 2^k - 1 subset runs; an attack that treats examples independently
-gives the same success per example either way.
+gives the same success per example either way. Classification only: for segmentation the kept
+adversarial (its fooled pixels, so pixel accuracy and mIoU) would depend on the skipping, so it is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ..errors import EmptySubsetError, UnknownModalityError
 from ..fusion import FusionModel
 from ..result import AdversarialBatch, clean_forward, clean_pass
 from .attack import JointAttack
-from .plan import ModalityAttack, check_plan
+from .plan import ModalityAttack, check_order, check_plan
 
 __all__ = ["SubsetReport", "worst_case_over_subsets", "all_subsets"]
 
@@ -130,6 +131,14 @@ def worst_case_over_subsets(
     and the smallest that did; a superset is never weaker than its subsets (see the module docstring).
     Every subset's attack is built (and so checked) before any runs."""
     check_plan(fusion, plan)
+    if order is not None:
+        check_order(plan, order)  # filtered per subset below, where a typo would just drop out
+    if skip_broken and fusion.task != "classification":
+        raise ValueError(
+            f"skip_broken=True is for classification, the model is {fusion.task}: a skipped example keeps a subset's "
+            "adversarial where its own run may have fooled more pixels (or other classes), which changes pixel accuracy "
+            "and mIoU; run without skip_broken"
+        )
     names = [e.modality for e in plan]
     if subsets is None:
         wanted = all_subsets(names)

@@ -171,3 +171,12 @@ def test_clean_prompts_other_than_the_zero_shot_models_are_refused():
     other = zero_shot_model(own_encoder(), ["bag", "boot", "coat"], template="a photo of a {}").model.batch(torch.rand(2, 1, 16, 16))
     with pytest.raises(SpecError, match="not the model's class prompts"):
         _check_prompts(exp, fusion, other, None)
+
+
+def test_skip_broken_on_a_segmentation_experiment_is_refused_before_any_record(tmp_path):
+    seg = {**SEG, "attacks": [], "worst_case": [{"group": "wc", "plan": [{"modality": "rgb", "attack": "fgsm", "budget": 0.03},
+                                                                        {"modality": "ir", "attack": "fgsm", "budget": 0.03}],
+                                                "skip_broken": True}]}
+    with pytest.raises(SpecError, match="skip_broken is for classification"):
+        run_spec(_spec(seg), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "records").exists()

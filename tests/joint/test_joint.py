@@ -328,3 +328,141 @@ def test_worst_case_on_a_segmenter_takes_the_most_fooled_pixels_per_example(trai
     grid = run_grid(trained_segmenter, [(x, labels)], GridSpec(attacks=(), combos=worst_case_cells("w", plan)), progress=False)
     acc = {r["cell"]: r["accuracy"] for r in grid.rows()}
     assert acc["w: rgb+ir"] <= min(acc["w: rgb"], acc["w: ir"]) + 1e-9
+
+
+# ------------------------------------------------------------------------------ no silent wrong results
+
+
+class Overshoot(nn.Module):
+    """s = 0.3 - 6 (0.5 - m_img) + 100 (m_aud + 0.01)^2: image FGSM (eps 0.1) alone flips it (s = -0.29);
+    the audio FGSM step, taken given the adversarial image, overshoots the bowl and flips it back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.shift = 0.0  # set by a test: the model changes between calls
+
+    def forward(self, image, audio):
+        mi, ma = image.flatten(1).mean(1), audio.flatten(1).mean(1)
+        s = 0.3 - 6 * (0.5 - mi) + 100 * (ma + 0.01) ** 2 + self.dummy + self.shift
+        return torch.stack([-s, s], 1)
+
+
+OVERSHOOT_PLAN = [ModalityAttack("image", "fgsm", 0.1), ModalityAttack("audio", "fgsm", 0.1, toolkit="art")]
+
+
+def test_without_stop_at_success_a_later_step_never_undoes_an_earlier_success():
+    fusion = FusionModel(Overshoot(), [IMAGE, AUDIO], num_classes=2).eval()
+    x = {"image": torch.full((2, 1, 4, 8), 0.5), "audio": torch.zeros(2, 1, 4, 8)}
+    y = torch.ones(2, dtype=torch.long)
+    for stop in (True, False):
+        res = JointAttack(fusion, OVERSHOOT_PLAN, stop_at_success=stop)(x, y)
+        assert res.success.tolist() == [True, True], stop
+        assert res.extras["succeeded_at"] == ["FGSM 0.1 on image"] * 2 and not res.flags
+        assert torch.equal(res.inputs["audio"], x["audio"])  # the image step's adversarial, not the overshoot
+        assert bool((fusion.predict(res.inputs) == 0).all())
+    report = worst_case_over_subsets(fusion, OVERSHOOT_PLAN, x, y, stop_at_success=False)
+    assert bool(report.own[("image", "audio")].success.all())
+
+
+def test_a_row_whose_final_output_is_not_fooled_names_no_step_and_is_flagged():
+    class Drifting(JointAttack):  # the model changes after the step that fooled it
+        def _run_step(self, step, inputs, labels):
+            result = super()._run_step(step, inputs, labels)
+            self.fusion.model.shift = 10.0
+            return result
+
+    fusion = FusionModel(Overshoot(), [IMAGE, AUDIO], num_classes=2).eval()
+    x = {"image": torch.full((2, 1, 4, 8), 0.5), "audio": torch.zeros(2, 1, 4, 8)}
+    res = Drifting(fusion, OVERSHOOT_PLAN[:1])(x, torch.ones(2, dtype=torch.long))
+    assert res.success.tolist() == [False, False]
+    assert res.extras["succeeded_at"] == [None, None]
+    assert any(f.startswith("unstable: rows [0, 1]") for f in res.flags)
+
+
+def test_a_merged_group_fills_a_missing_budget_from_the_threat_model():
+    fusion = three_way()
+    atk = JointAttack(fusion, [ModalityAttack("image", "pgd", 0.05, steps=3), ModalityAttack("audio", "pgd", None, steps=3)])
+    assert len(atk.steps) == 1 and atk.steps[0].modalities == ("image", "audio")
+    res = atk(three_batch(2), torch.ones(2, dtype=torch.long))
+    assert float(res.norms["image"]["linf"].max()) <= 0.05 + 1e-6
+    assert float(res.norms["audio"]["linf"].max()) == pytest.approx(0.1, abs=1e-6)  # AUDIO's threat model
+    bare = FusionModel(ThreeWay(), [IMAGE, "text", AUDIO.replace(threat=None)], num_classes=2).eval()
+    with pytest.raises(UnsupportedAttackError, match="modality 'audio' has no threat model"):
+        JointAttack(bare, [ModalityAttack("image", "pgd", 0.05), ModalityAttack("audio", "pgd", None)])
+
+
+@pytest.mark.parametrize("toolkit", ["torchattacks", "art"])
+@pytest.mark.parametrize("budget", [0.0, float("inf"), float("nan"), -0.1])
+def test_a_tensor_budget_must_be_positive_and_finite(toolkit, budget):
+    fusion = three_way()
+    fusion.model.seen.clear()
+    plan = [ModalityAttack("image", "fgsm", 0.1, toolkit=toolkit), ModalityAttack("audio", "fgsm", budget, toolkit=toolkit)]
+    with pytest.raises(ValueError, match="modality 'audio'"):
+        JointAttack(fusion, plan)
+    assert not fusion.model.seen
+    zero = FusionModel(ThreeWay(), [IMAGE, "text", AUDIO.replace(eps=0.0)], num_classes=2).eval()
+    with pytest.raises(ValueError, match="modality 'audio': a tensor attack needs an eps > 0.*threat model"):
+        JointAttack(zero, [ModalityAttack("audio", "fgsm", None, toolkit=toolkit)])
+
+
+def test_worst_case_refuses_an_order_naming_an_unplanned_modality():
+    fusion = three_way()
+    fusion.model.seen.clear()
+    plan = [ModalityAttack("image", "pgd", 0.1, steps=2), ModalityAttack("audio", "fgsm", 0.1)]
+    with pytest.raises(ValueError, match=r"\['audoi'\] not planned"):
+        worst_case_over_subsets(fusion, plan, three_batch(2), torch.ones(2, dtype=torch.long), order=["audoi", "image"])
+    assert not fusion.model.seen
+
+
+@pytest.mark.filterwarnings("ignore:textattack.Attack changed nothing")  # a round's share of 20 queries may change no word
+def test_a_query_budget_holds_for_all_rounds_together():
+    fusion = three_way()
+    plan = [ModalityAttack("image", "pgd", 0.02, steps=3), ModalityAttack("text", "deepwordbug", 20)]
+    res = JointAttack(fusion, plan, orchestration="alternating", rounds=3)(three_batch(2), torch.ones(2, dtype=torch.long))
+    assert res.budget["text"] == ("queries", 20)
+    assert 0 < int(res.extras["queries"].max()) <= 20
+    with pytest.raises(ValueError, match="modality 'text': a query budget of 2 cannot be split over 3 rounds"):
+        JointAttack(fusion, [ModalityAttack("text", "deepwordbug", 2)], orchestration="alternating", rounds=3)
+
+
+def test_skip_broken_is_refused_for_segmentation():
+    from conftest import TinyPackedSegmenter, make_batch, rule_labels
+
+    fusion = FusionModel(TinyPackedSegmenter().eval(), ["rgb", "ir"], task="segmentation", input_style="packed", num_classes=4)
+    x = make_batch(n=2, seed=7)
+    plan = [ModalityAttack("rgb", "pgd", 8 / 255, steps=2), ModalityAttack("ir", "pgd", 8 / 255, steps=2)]
+    with pytest.raises(ValueError, match="skip_broken=True is for classification, the model is segmentation"):
+        worst_case_over_subsets(fusion, plan, x, rule_labels(x), skip_broken=True)
+
+
+class _WordBag(nn.Module):
+    max_text_tokens = 12
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.EmbeddingBag(97, 16)
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+    def forward(self, texts):
+        ids = [torch.tensor([sum(map(ord, w)) % 97 for w in t.split()] or [0]) for t in texts]
+        offsets = torch.tensor([0, *torch.tensor([len(i) for i in ids]).cumsum(0)[:-1].tolist()])
+        return self.emb(torch.cat(ids), offsets)
+
+
+def test_a_caption_matcher_is_refused_a_joint_plan_before_any_work():
+    from mmfusion_attacks.models.contrastive import caption_matching_model, dual_encoder
+
+    torch.manual_seed(0)
+    image = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+    enc = dual_encoder(image, _WordBag(), nn.Linear(32, 8), nn.Linear(16, 8), temperature=0.05, image_size=16, channels=1)
+    gallery = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    fusion = caption_matching_model(enc, gallery, ["a red bag", "a blue boot", "a green coat"])
+    plan = [ModalityAttack("image", "pgd", 0.03, steps=2), ModalityAttack("caption", "deletion", 0.5)]
+    with pytest.raises(UnsupportedAttackError, match="CaptionMatcher.*attack one modality at a time"):
+        JointAttack(fusion, plan)
+    with pytest.raises(UnsupportedAttackError, match="CaptionMatcher"):
+        worst_case_over_subsets(fusion, plan, {"image": gallery, "caption": ["a red bag", "a blue boot", "a green coat"]})
+    JointAttack(fusion, plan[:1])  # one modality: fine
