@@ -436,28 +436,12 @@ def test_skip_broken_is_refused_for_segmentation():
         worst_case_over_subsets(fusion, plan, x, rule_labels(x), skip_broken=True)
 
 
-class _WordBag(nn.Module):
-    max_text_tokens = 12
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.EmbeddingBag(97, 16)
-
-    def count_tokens(self, texts):
-        return [len(t.split()) for t in texts]
-
-    def forward(self, texts):
-        ids = [torch.tensor([sum(map(ord, w)) % 97 for w in t.split()] or [0]) for t in texts]
-        offsets = torch.tensor([0, *torch.tensor([len(i) for i in ids]).cumsum(0)[:-1].tolist()])
-        return self.emb(torch.cat(ids), offsets)
-
-
 def test_a_caption_matcher_is_refused_a_joint_plan_before_any_work():
-    from mmfusion_attacks.models.contrastive import caption_matching_model, dual_encoder
+    from models.test_contrastive import own_encoder
 
-    torch.manual_seed(0)
-    image = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-    enc = dual_encoder(image, _WordBag(), nn.Linear(32, 8), nn.Linear(16, 8), temperature=0.05, image_size=16, channels=1)
+    from mmfusion_attacks.models.contrastive import caption_matching_model
+
+    enc = own_encoder()
     gallery = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(2))
     fusion = caption_matching_model(enc, gallery, ["a red bag", "a blue boot", "a green coat"])
     plan = [ModalityAttack("image", "pgd", 0.03, steps=2), ModalityAttack("caption", "deletion", 0.5)]
