@@ -89,3 +89,12 @@ class _Unseeded(nn.Module):
 def unseeded_scene_classifier() -> FusionModel:
     """tiny_scene_classifier behind input noise no seed repeats (drawn from the OS)."""
     return FusionModel(_Unseeded(tiny_scene_classifier().model).eval(), ["rgb", "ir"], task="classification", num_classes=3)
+
+
+def gained_tiny_segmenter() -> FusionModel:
+    """The registry's tiny RGB-T segmenter (seeded) with its thermal input scaled by ``IR_GAIN`` at every call."""
+    from mmfusion_attacks.models import create_model
+
+    torch.manual_seed(0)
+    return FusionModel(_IRGain(create_model("tiny-rgbt-segmenter", num_classes=9).model).eval(), ["rgb", "ir"], task="segmentation",
+                       num_classes=9)

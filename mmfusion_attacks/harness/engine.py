@@ -403,11 +403,12 @@ def _behaviour_probe(fusion: Any, inputs: dict[str, Any], *, twice: bool) -> dic
 
 
 def _check_behaviour(exp: ExperimentSpec, store: ResultsStore, out: Path, fusion: Any, inputs: dict[str, Any], identity: dict[str, Any],
-                     rank: int) -> None:
+                     rank: int, label: str | None = None) -> None:
     """Refuse to reuse an output folder's records when the model's clean outputs on the first examples
     differ from those recorded with them (weights and spec unchanged: e.g. its code was edited); record
-    them on a first run. Models that do not repeat under a fixed seed are not checked."""
-    key = (exp.name, digest({"behaviour-probe": True}), 0)
+    them on a first run. Models that do not repeat under a fixed seed are not checked. ``label``: which
+    model of a transfer experiment."""
+    key = (exp.name, digest({"behaviour-probe": True} if label is None else {"behaviour-probe": True, "model": label}), 0)
     stored = store.load(key, identity)
     if stored is None:  # a first run: two forwards of the first batch (do they repeat?)
         probe = _behaviour_probe(fusion, inputs, twice=True)
@@ -422,7 +423,7 @@ def _check_behaviour(exp: ExperimentSpec, store: ResultsStore, out: Path, fusion
     if old.shape != new.shape or float((old - new).abs().max()) > _PROBE_TOLERANCE * scale:
         diff = float((old - new).abs().max()) if old.shape == new.shape else float("inf")
         raise ChangedModelError(
-            f"experiment {exp.name}: the model's clean outputs on the first examples differ from those recorded in {out} "
+            f"experiment {exp.name}: the model{'' if label is None else f' {label!r}'}'s clean outputs on the first examples differ from those recorded in {out} "
             f"(max |difference| {diff:.3g}, tolerance {_PROBE_TOLERANCE:g} x {scale:.3g}), though its weights and the spec "
             "are the same: its code (or a library it calls) changed, so the records there were made by another model. "
             f"Run into a new --out folder, or delete {store.path(key).parents[1]} to recompute this experiment"
@@ -611,6 +612,14 @@ def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsS
     eps_255 = float(t["eps_255"]) if t.get("eps_255") is not None else float(t["eps"]) * 255
     key = digest({"transfer": True, "experiment": _experiment_config(exp, spec)})
     fps = {label: model_fingerprint(f) for label, f in {**sources, **targets}.items()}
+    from .grid import _to_device
+
+    probe_inputs, probe_labels = data.examples(0, min(exp.batch_size, n))
+    for label, fusion in {**sources, **targets}.items():  # each model's code unchanged since the records were made
+        _check_behaviour(exp, store, store.root, fusion, _to_device(probe_inputs, fusion.device, fusion.modalities),
+                         {"version": __version__, "data": data_fingerprint(probe_inputs, probe_labels), "model": fps[label],
+                          "config": digest({"behaviour-probe": True, "experiment": _experiment_config(exp, spec), "model": label})},
+                         rank, label)
     shards = [(i, s, min(s + exp.shard, n)) for i, s in enumerate(range(0, n, exp.shard))]
     mine = [s for s in shards if s[0] % world == rank]
     collected: dict[tuple[str, int], dict[str, Any]] = {}

@@ -147,3 +147,18 @@ def test_undefended_strips_the_defences_wherever_it_stands_in_the_wrap_list():
         assert not torch.allclose(plain, defended(x))
         for wrap in ([{"kind": "undefended"}, {"kind": "at-scale", "scale": 1.0}], [{"kind": "at-scale", "scale": 1.0}, {"kind": "undefended"}]):
             assert torch.allclose(apply_wrappers(defended, wrap)(x), plain), wrap
+
+
+def test_a_transfer_experiment_refuses_records_another_model_made(tmp_path, monkeypatch):
+    """Each source and target model's clean outputs are checked on resume, as a grid experiment's are."""
+    import spec_models
+
+    from mmfusion_attacks.harness.engine import ChangedModelError
+
+    gained = {"name": "gained", "source": "callable", "factory": "spec_models:gained_tiny_segmenter"}
+    raw = _transfer_spec(sources={"a": TINY, "g": gained})
+    run_spec(parse_spec(raw), tmp_path / "out", progress=False)
+    assert run_spec(parse_spec(raw), tmp_path / "out", progress=False)["experiments"][0]["shards"]["records_computed"] == 0
+    monkeypatch.setattr(spec_models, "IR_GAIN", 0.0)
+    with pytest.raises(ChangedModelError, match="model 'g'"):
+        run_spec(parse_spec(raw), tmp_path / "out", progress=False)
