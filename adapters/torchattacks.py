@@ -157,13 +157,10 @@ class TorchattacksDriver(AttackDriver):
             mode = attack.attack_mode
             attack.attack_mode = "targeted(label)"
             try:
-                return self._generate(attack, x, y)
+                return attack(x, y)
             finally:
                 attack.attack_mode = mode
-        return self._generate(attack, x, y)
-
-    def _generate(self, attack: Attack, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        return attack(x, y)  # checked by the call hook below
+        return attack(x, y)  # checked by the call hook below (check_call)
 
     def budget(self, attack: Attack, surface: AttackSurface) -> Budget | None:
         eps = getattr(attack, "eps", None)

@@ -236,10 +236,7 @@ class ContextTable:
         for start in range(0, len(rows), per):
             r, c = rows[start : start + per].to(q.device), cols[start : start + per].to(q.device)
             diff = q[r] - keys[c]
-            ok = torch.ones(len(r), dtype=torch.bool, device=q.device)
-            for part in self.radius:
-                ok &= part.within(diff, self.atol)
-            within[start : start + per] = ok.cpu()
+            within[start : start + per] = self._within(diff).cpu()
             exact[start : start + per] = (diff == 0).all(1).cpu()
         groups = self.group[cols]
         exact_pick, exact_unique, exact_any = self._per_row(m, rows, cols, groups, exact)
@@ -290,15 +287,9 @@ class ContextTable:
         keys = self._flat.to(q.device)
         if torch.equal(q, keys):
             return
-        ok = torch.ones(self.rows, dtype=torch.bool, device=q.device)
-        for part in self.radius:
-            ok &= part.within(q - keys, self.atol)
-        for i in (~ok).nonzero().flatten().tolist():
+        for i in (~self._within(q - keys)).nonzero().flatten().tolist():
             same = (self.group == self.group[i]).nonzero().flatten().to(q.device)
-            near = torch.ones(len(same), dtype=torch.bool, device=q.device)
-            for part in self.radius:
-                near &= part.within(q[i : i + 1] - keys[same], self.atol)
-            if not bool(near.any()):
+            if not bool(self._within(q[i : i + 1] - keys[same]).any()):
                 radius = "; ".join(p.describe() for p in self.radius)
                 head = f"{where}: " if where else ""
                 raise RowAlignmentError(
@@ -307,6 +298,13 @@ class ContextTable:
                     "these rows are not the bound examples in their order (another batch, or the bound one "
                     "reordered)."
                 )
+
+    def _within(self, diff: torch.Tensor) -> torch.Tensor:
+        """Which rows of ``diff`` (query - example, flattened) lie within the radius on every attacked modality."""
+        ok = torch.ones(len(diff), dtype=torch.bool, device=diff.device)
+        for part in self.radius:
+            ok &= part.within(diff, self.atol)
+        return ok
 
     def _order_contradiction(self, out, rows, cols, within, exact, gmin, err) -> tuple[int, str, int] | None:
         """For a query of the bound batch's size, the first row whose content says it is not its

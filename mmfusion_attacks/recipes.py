@@ -17,7 +17,7 @@ from typing import Any
 from .errors import UnsupportedAttackError
 from .fusion import FusionModel
 
-__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets", "recipe_options"]
+__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets", "recipe_declaration", "recipe_options"]
 
 Recipe = Callable[..., Any]
 _RECIPES: dict[tuple[str, str], Recipe] = {}
@@ -45,6 +45,15 @@ def register_recipe(
     return add
 
 
+def recipe_declaration(name: str, toolkit: str) -> tuple[str | None, frozenset[str]]:
+    """What a recipe declared when registered: the toolkit class it builds (``"module:Class"``, None: not
+    said) and the options it gives that class itself."""
+    key = (name.lower(), toolkit)
+    if key not in _RECIPES:
+        raise KeyError(f"no recipe '{name}' for toolkit '{toolkit}'; available: {list_recipes()}")
+    return _BUILDS[key]
+
+
 def recipe_options(name: str, toolkit: str) -> tuple[frozenset[str], frozenset[str] | None]:
     """For ``make_attack(name, ..., toolkit=toolkit, **options)``: the options set already (by make_attack
     or the recipe: given again they would clash) and the options accepted (``step_size``, the recipe's own
@@ -53,12 +62,9 @@ def recipe_options(name: str, toolkit: str) -> tuple[frozenset[str], frozenset[s
     import importlib
     import inspect
 
-    key = (name.lower(), toolkit)
-    if key not in _RECIPES:
-        raise KeyError(f"no recipe '{name}' for toolkit '{toolkit}'; available: {list_recipes()}")
-    builds, sets = _BUILDS[key]
+    builds, sets = recipe_declaration(name, toolkit)
     reserved = _MAKE_ATTACK_SETS | sets
-    params = list(inspect.signature(_RECIPES[key]).parameters.values())[5:]  # after (fusion, attacked, eps, step, steps)
+    params = list(inspect.signature(_RECIPES[(name.lower(), toolkit)]).parameters.values())[5:]  # after (fusion, attacked, eps, step, steps)
     accepted = {"step_size"} | {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     if any(p.kind == p.VAR_KEYWORD for p in params):
         if builds is None:

@@ -8,12 +8,12 @@ import inspect
 
 import pytest
 
-from mmfusion_attacks.recipes import _BUILDS, list_recipes, recipe_options
+from mmfusion_attacks.recipes import list_recipes, recipe_declaration, recipe_options
 
 
 @pytest.mark.parametrize(("name", "toolkit"), list_recipes())
 def test_each_recipe_declares_what_it_builds_and_sets(name, toolkit):
-    builds, sets = _BUILDS[(name, toolkit)]
+    builds, sets = recipe_declaration(name, toolkit)
     assert builds is not None
     module, _, attr = builds.partition(":")
     params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..joint import ModalityAttack
+from ..joint import ModalityAttack, check_skip_broken
 from ..metrics import SegmentationMetrics
 from .grid import (
     Cell,
@@ -38,6 +38,7 @@ from .grid import (
     Step,
     SubsetCell,
     run_grid,
+    to_device,
     transfer_confusions,
     worst_case_cells,
 )
@@ -46,7 +47,7 @@ from .spec import ExperimentSpec, RunSpec, spec_to_dict, spec_to_yaml
 from .store import ResultsStore, atomic_write_text, digest, restore_floats
 
 __all__ = ["Unit", "experiment_units", "run_spec", "summarize", "summarize_transfer", "OversubscriptionWarning", "threads_for_rank",
-           "write_summary"]
+           "write_summary", "describe_model", "check_prompts", "ChangedModelError"]
 
 
 class OversubscriptionWarning(RuntimeWarning):
@@ -357,10 +358,11 @@ def _preflight(experiments: Sequence[ExperimentSpec], spec: RunSpec, models: _Mo
         if exp.kind == "grid" and exp.include_classes is not None:
             fusion = models(exp.model)
             _check_include_classes(exp, fusion, fusion.num_classes, spec.source)
-        if exp.kind == "grid" and any(w.get("skip_broken") for w in exp.worst_case) and models(exp.model).task != "classification":
-            raise SpecError([f"experiments.{exp.name}.worst_case: skip_broken is for classification: on a {models(exp.model).task} "
-                             "model a skipped example keeps a smaller subset's adversarial, so pixel metrics would depend on the "
-                             "skipping (joint.md)"], spec.source)
+        if exp.kind == "grid" and any(w.get("skip_broken") for w in exp.worst_case):
+            try:
+                check_skip_broken(models(exp.model))
+            except ValueError as err:
+                raise SpecError([f"experiments.{exp.name}.worst_case: skip_broken is for classification ({err})"], spec.source) from None
 
 
 class ChangedModelError(RuntimeError):
@@ -430,7 +432,7 @@ def _check_behaviour(exp: ExperimentSpec, store: ResultsStore, out: Path, fusion
         )
 
 
-def _check_prompts(exp: ExperimentSpec, fusion: Any, inputs: dict[str, Any], source: str | None) -> None:
+def check_prompts(exp: ExperimentSpec, fusion: Any, inputs: dict[str, Any], source: str | None) -> None:
     """A zero-shot classifier scores each row against the prompts the row carries (its attackable text):
     clean rows must carry the model's own class prompts, else the logits come from the data's prompts
     while the results are read as the model's classes (a template given to the data but not the model)."""
@@ -473,11 +475,9 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
 
         raise InputError(f"experiment {exp.name}: the model reads {missing}, which the data ({data_mods}) does not have")
     if exp.include_classes is not None and fusion.task == "segmentation" and fusion.num_classes is None:
-        from .grid import _to_device
-
         inputs, _ = data.examples(0, 1)  # one forward for the class count, before any record
         with torch.no_grad():
-            _check_include_classes(exp, fusion, int(fusion(_to_device(inputs, fusion.device, inputs)).shape[1]), spec.source)
+            _check_include_classes(exp, fusion, int(fusion(to_device(inputs, fusion.device, inputs)).shape[1]), spec.source)
     sanity_mods = [m for m, mod in fusion.modalities.items() if mod.is_tensor and mod.valid_range is not None]
     units = experiment_units(exp, spec, sanity_mods)
     for u in units:
@@ -488,11 +488,9 @@ def _run_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsStore, out
                 raise SpecError([f"experiments.{exp.name}: row '{u.label}' attacks '{m}', which the data does not have ({data_mods})"], spec.source)
     model_fp = model_fingerprint(fusion)
     clean_key = digest({"clean": True, "experiment": _experiment_config(exp, spec)})
-    from .grid import _to_device
-
     probe_inputs, probe_labels = data.examples(0, min(exp.batch_size, n))
-    _check_prompts(exp, fusion, probe_inputs, spec.source)
-    _check_behaviour(exp, store, out, fusion, _to_device(probe_inputs, fusion.device, fusion.modalities),
+    check_prompts(exp, fusion, probe_inputs, spec.source)
+    _check_behaviour(exp, store, out, fusion, to_device(probe_inputs, fusion.device, fusion.modalities),
                      {"version": __version__, "data": data_fingerprint(probe_inputs, probe_labels), "model": model_fp,
                       "config": digest({"behaviour-probe": True, "experiment": _experiment_config(exp, spec)})}, rank)
     shards = [(i, s, min(s + exp.shard, n)) for i, s in enumerate(range(0, n, exp.shard))]
@@ -612,11 +610,9 @@ def _run_transfer_experiment(exp: ExperimentSpec, spec: RunSpec, store: ResultsS
     eps_255 = float(t["eps_255"]) if t.get("eps_255") is not None else float(t["eps"]) * 255
     key = digest({"transfer": True, "experiment": _experiment_config(exp, spec)})
     fps = {label: model_fingerprint(f) for label, f in {**sources, **targets}.items()}
-    from .grid import _to_device
-
     probe_inputs, probe_labels = data.examples(0, min(exp.batch_size, n))
     for label, fusion in {**sources, **targets}.items():  # each model's code unchanged since the records were made
-        _check_behaviour(exp, store, store.root, fusion, _to_device(probe_inputs, fusion.device, fusion.modalities),
+        _check_behaviour(exp, store, store.root, fusion, to_device(probe_inputs, fusion.device, fusion.modalities),
                          {"version": __version__, "data": data_fingerprint(probe_inputs, probe_labels), "model": fps[label],
                           "config": digest({"behaviour-probe": True, "experiment": _experiment_config(exp, spec), "model": label})},
                          rank, label)
@@ -694,7 +690,7 @@ def summarize_transfer(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, An
     description = {"data": run["data"].description, "attack": attack_text, "budget": eps_text, "attacked": "+".join(t["attacked"]),
                    "toolkit": t.get("toolkit", exp.toolkit), "steps": str(t.get("steps", exp.steps)),
                    "evaluation draws": str(t.get("eval_repeats", 1)),
-                   "models": "; ".join(f"{label}: {_model_text(m)}" for label, m in {**t["sources"], **(t.get("targets") or {})}.items())}
+                   "models": "; ".join(f"{label}: {describe_model(m)}" for label, m in {**t["sources"], **(t.get("targets") or {})}.items())}
     entry = {
         "name": exp.name, "kind": "transfer", "task": run["task"],
         "title": exp.title or f"{exp.name}: transfer of {attack_text} {eps_text} on {'+'.join(t['attacked']).upper()}",
@@ -769,7 +765,7 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     clean_summary = GridResult(clean, {}, {}, "", {}, {"_": CellCounts()} if classification else {}).clean_summary(include)
     if classification:
         clean_summary = {k: v for k, v in clean_summary.items() if k in ("accuracy", "per_class_recall")}
-    description = {"model": _model_text(exp.model, fusion), "data": run["data"].description, "labels": " + ".join(sorted(sources)),
+    description = {"model": describe_model(exp.model, fusion), "data": run["data"].description, "labels": " + ".join(sorted(sources)),
                    "toolkit": exp.toolkit, "steps": str(exp.steps), "seeds": ", ".join(map(str, exp.seeds))}
     if include is not None:
         description["classes in the means"] = ", ".join(map(str, include))
@@ -788,7 +784,7 @@ def summarize(exp: ExperimentSpec, run: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _model_text(model: dict[str, Any], fusion: Any = None) -> str:
+def describe_model(model: dict[str, Any], fusion: Any = None) -> str:
     source = model.get("source", "registry")
     if model.get("weights"):
         return f"{model['name']} ({model['weights']})"

@@ -46,6 +46,7 @@ __all__ = [
     "run_grid",
     "run_transfer",
     "transfer_confusions",
+    "to_device",
     "transfer_values",
 ]
 
@@ -434,7 +435,8 @@ def _run_worst_cases(groups, fusion: FusionModel, inputs, labels, clean_pred, co
     return out
 
 
-def _to_device(inputs: Mapping[str, Any], device: torch.device, names: Iterable[str]) -> dict[str, Any]:
+def to_device(inputs: Mapping[str, Any], device: torch.device, names: Iterable[str]) -> dict[str, Any]:
+    """The ``names`` entries of a batch on ``device`` (tensors moved, texts copied as lists)."""
     return {k: (inputs[k].to(device) if isinstance(inputs[k], torch.Tensor) else list(inputs[k])) for k in names}
 
 
@@ -473,7 +475,7 @@ def run_grid(
     sources = set()
     bar = tqdm(batches, total=total, desc="batches", disable=None if progress else True, leave=False)
     for index, (inputs, labels) in enumerate(bar):
-        inputs = _to_device(inputs, device, fusion.modalities)
+        inputs = to_device(inputs, device, fusion.modalities)
         clean_logits = clean_forward(fusion, inputs)
         logits = clean_logits.logits
         clean_pred = predicted_classes(logits)
@@ -571,7 +573,7 @@ def transfer_confusions(
     for inputs, labels in tqdm(batches, total=total, desc="transfer", disable=None if progress else True, leave=False):
         preds = {}
         for t, model in targets.items():
-            inputs_t = _to_device(inputs, model.device, inputs)
+            inputs_t = to_device(inputs, model.device, inputs)
             preds[t] = model.predict(inputs_t)
             truth = preds[t] if labels is None else labels.to(model.device)
             n_classes = model.num_classes or int(model(inputs_t).shape[1])
@@ -580,14 +582,14 @@ def transfer_confusions(
             for _ in range(eval_repeats - 1):
                 clean[t].update(model.predict(inputs_t), truth)
         for s, src in sources.items():
-            inputs_s = _to_device(inputs, src.device, inputs)
+            inputs_s = to_device(inputs, src.device, inputs)
             truth_s = src.predict(inputs_s) if labels is None else labels.to(src.device)
             crafted = run_attack(built[s], inputs_s, truth_s).inputs
             for t, model in targets.items():
                 truth = preds[t] if labels is None else labels.to(model.device)
                 key = (s, t)
                 adv.setdefault(key, SegmentationMetrics(clean[t].num_classes, ignore_index=model.ignore_index, device=model.device))
-                crafted_t = _to_device(crafted, model.device, crafted)
+                crafted_t = to_device(crafted, model.device, crafted)
                 for _ in range(eval_repeats):
                     adv[key].update(model.predict(crafted_t), truth)
     return clean, adv

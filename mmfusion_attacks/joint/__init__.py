@@ -3,7 +3,7 @@ case over every subset of them (what no single toolkit offers for an arbitrary f
 
 from .attack import ORCHESTRATIONS, JointAttack
 from .plan import JointStep, ModalityAttack, build_steps, check_plan
-from .subsets import SubsetReport, worst_case_over_subsets
+from .subsets import SubsetReport, check_skip_broken, worst_case_over_subsets
 
 __all__ = [
     "JointAttack",
@@ -13,5 +13,6 @@ __all__ = [
     "SubsetReport",
     "build_steps",
     "check_plan",
+    "check_skip_broken",
     "worst_case_over_subsets",
 ]

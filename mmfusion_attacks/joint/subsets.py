@@ -30,7 +30,7 @@ from ..result import AdversarialBatch, clean_forward, clean_pass
 from .attack import JointAttack
 from .plan import ModalityAttack, check_order, check_plan
 
-__all__ = ["SubsetReport", "worst_case_over_subsets", "all_subsets"]
+__all__ = ["SubsetReport", "worst_case_over_subsets", "all_subsets", "check_skip_broken"]
 
 Subset = tuple[str, ...]
 
@@ -113,6 +113,17 @@ class SubsetReport:
         return out
 
 
+def check_skip_broken(fusion: Any) -> None:
+    """``skip_broken`` is for classification (ValueError otherwise): on a segmenter a skipped example keeps a
+    subset's adversarial where the set's own run may have fooled more pixels (or into other classes)."""
+    if fusion.task != "classification":
+        raise ValueError(
+            f"skip_broken=True is for classification, the model is {fusion.task}: a skipped example keeps a subset's "
+            "adversarial where its own run may have fooled more pixels (or other classes), which changes pixel accuracy "
+            "and mIoU; run without skip_broken"
+        )
+
+
 def worst_case_over_subsets(
     fusion: FusionModel,
     plan: Sequence[ModalityAttack],
@@ -133,12 +144,8 @@ def worst_case_over_subsets(
     check_plan(fusion, plan)
     if order is not None:
         check_order(plan, order)  # filtered per subset below, where a typo would just drop out
-    if skip_broken and fusion.task != "classification":
-        raise ValueError(
-            f"skip_broken=True is for classification, the model is {fusion.task}: a skipped example keeps a subset's "
-            "adversarial where its own run may have fooled more pixels (or other classes), which changes pixel accuracy "
-            "and mIoU; run without skip_broken"
-        )
+    if skip_broken:
+        check_skip_broken(fusion)
     names = [e.modality for e in plan]
     if subsets is None:
         wanted = all_subsets(names)

@@ -147,12 +147,12 @@ def test_a_registry_model_that_trains_itself_is_described_by_its_origin():
     import torch
 
     from mmfusion_attacks import FusionModel
-    from mmfusion_attacks.harness.engine import _model_text
+    from mmfusion_attacks.harness.engine import describe_model
 
     fusion = FusionModel(torch.nn.Flatten(), ["image"], num_classes=2)
-    assert "randomly initialised" in _model_text({"name": "m", "source": "registry"}, fusion)
+    assert "randomly initialised" in describe_model({"name": "m", "source": "registry"}, fusion)
     fusion.origin = "heads trained by this project on SYNTHETIC Fashion-MNIST"
-    assert _model_text({"name": "m", "source": "registry"}, fusion) == "m (heads trained by this project on SYNTHETIC Fashion-MNIST)"
+    assert describe_model({"name": "m", "source": "registry"}, fusion) == "m (heads trained by this project on SYNTHETIC Fashion-MNIST)"
 
 
 def test_clean_prompts_other_than_the_zero_shot_models_are_refused():
@@ -161,16 +161,16 @@ def test_clean_prompts_other_than_the_zero_shot_models_are_refused():
     import torch
     from models.test_contrastive import own_encoder
 
-    from mmfusion_attacks.harness.engine import _check_prompts
+    from mmfusion_attacks.harness.engine import check_prompts
     from mmfusion_attacks.models.contrastive import zero_shot_model
 
     fusion = zero_shot_model(own_encoder(), ["bag", "boot", "coat"], template="a sketch of a {}")
     exp = _spec(SCENES).experiments[0]
     batch = fusion.model.batch(torch.rand(2, 1, 16, 16))
-    _check_prompts(exp, fusion, batch, None)  # the model's own prompts
+    check_prompts(exp, fusion, batch, None)  # the model's own prompts
     other = zero_shot_model(own_encoder(), ["bag", "boot", "coat"], template="a photo of a {}").model.batch(torch.rand(2, 1, 16, 16))
     with pytest.raises(SpecError, match="not the model's class prompts"):
-        _check_prompts(exp, fusion, other, None)
+        check_prompts(exp, fusion, other, None)
 
 
 def test_skip_broken_on_a_segmentation_experiment_is_refused_before_any_record(tmp_path):
