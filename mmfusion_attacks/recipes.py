@@ -17,7 +17,7 @@ from typing import Any
 from .errors import UnsupportedAttackError
 from .fusion import FusionModel
 
-__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets", "recipe_declaration", "recipe_options"]
+__all__ = ["register_recipe", "make_attack", "list_recipes", "recipe_targets", "recipe_declaration", "recipe_options", "attack_eps"]
 
 Recipe = Callable[..., Any]
 _RECIPES: dict[tuple[str, str], Recipe] = {}
@@ -85,22 +85,26 @@ def list_recipes() -> list[tuple[str, str]]:
     return sorted(_RECIPES)
 
 
-def _eps_for(fusion: FusionModel, attacked: Sequence[str], eps: float | Mapping[str, float] | None) -> dict[str, float]:
+def attack_eps(
+    fusion: FusionModel, attacked: str | Sequence[str], eps: float | Mapping[str, float | None] | None
+) -> dict[str, float]:
+    """Each attacked modality's eps (its own units): ``eps`` as given, per modality in a mapping, and its
+    threat model's eps where it is None (for all, or for a mapping's entry)."""
     names = [attacked] if isinstance(attacked, str) else list(attacked)
-    if eps is None:
-        out = {}
-        for n in names:
-            threat = fusion.modality(n).threat
-            if threat is None:
-                raise UnsupportedAttackError(f"modality '{n}' has no threat model; pass eps=")
-            out[n] = threat.eps
-        return out
     if isinstance(eps, Mapping):
         missing = [n for n in names if n not in eps]
         if missing:
             raise UnsupportedAttackError(f"no eps given for attacked modality '{missing[0]}'")
-        return {n: float(eps[n]) for n in names}
-    return {n: float(eps) for n in names}
+    out = {}
+    for n in names:
+        given = eps.get(n) if isinstance(eps, Mapping) else eps
+        if given is None:
+            threat = fusion.modality(n).threat
+            if threat is None:
+                raise UnsupportedAttackError(f"modality '{n}' has no threat model; pass eps=")
+            given = threat.eps
+        out[n] = float(given)
+    return out
 
 
 def _ta_surface(fusion: FusionModel, attacked: Sequence[str], eps: dict[str, float], step: dict[str, float]):
@@ -135,11 +139,11 @@ def make_attack(
     key = (name.lower(), toolkit)
     if key not in _RECIPES:
         raise KeyError(f"no recipe '{name}' for toolkit '{toolkit}'; available: {list_recipes()}")
-    budget = _eps_for(fusion, attacked, eps)
+    budget = attack_eps(fusion, attacked, eps)
     if step_size is None:
         step = {n: 2.5 * e / max(steps, 1) for n, e in budget.items()}
     else:
-        step = _eps_for(fusion, attacked, step_size)
+        step = attack_eps(fusion, attacked, step_size)
     return _RECIPES[key](fusion, attacked, budget, step, steps, **kwargs)
 
 

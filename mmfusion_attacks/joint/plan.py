@@ -139,13 +139,10 @@ def check_order(plan: Sequence[ModalityAttack], order: Sequence[str]) -> None:
 
 def _tensor_eps(fusion: FusionModel, entry: ModalityAttack) -> float:
     """A tensor entry's eps: its budget, or (``None``) its modality's threat model; finite and > 0."""
-    if entry.budget is None:
-        threat = fusion.modality(entry.modality).threat
-        if threat is None:
-            raise UnsupportedAttackError(f"modality '{entry.modality}' has no threat model: give its ModalityAttack a budget (eps)")
-        eps, source = threat.eps, "its threat model's eps"
-    else:
-        eps, source = entry.budget, "budget"
+    from ..recipes import attack_eps
+
+    eps = attack_eps(fusion, entry.modality, entry.budget)[entry.modality]
+    source = "its threat model's eps" if entry.budget is None else "budget"
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"modality '{entry.modality}': a tensor attack needs an eps > 0 (finite), {source} is {eps!r}")
     return float(eps)
@@ -208,7 +205,7 @@ def build_steps(fusion: FusionModel, plan: Sequence[ModalityAttack], *, order: S
         kind = key[0]
         if kind == "attack":
             e = entries[0]
-            eps = {x.modality: _tensor_eps(fusion, x) for x in entries}  # None: its threat model, filled per entry
+            eps = {x.modality: x.budget for x in entries}  # None: that modality's threat model
             attack = make_attack(e.attack, fusion, mods, toolkit=e.toolkit, eps=eps, steps=e.steps, **dict(e.options))
         elif kind == "text-attack":
             attack = _text_attack(fusion, entries[0])
